@@ -1,0 +1,3 @@
+"""WSSS pipeline: SeCo and CSD as a Snakemake DAG. Each stage is `python -m pipeline.<stage>`."""
+
+__version__ = "0.1.0"

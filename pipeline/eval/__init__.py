@@ -1,0 +1,1 @@
+"""Evaluation: confusion matrices, segmentation scores and their TSV/JSON outputs."""

@@ -1,0 +1,1 @@
+"""Artifact I/O: atomic writes and the HDF5 artifact store."""

@@ -1,0 +1,263 @@
+"""HDF5 artifact store: one dataset per image id, provenance in root attributes.
+
+Schemas of every artifact kind are documented in docs/ARTIFACTS.md. In short:
+  /<image_id>          one dataset per image (no nested groups; ids must not contain '/')
+    attrs: classes     int array of class ids (1-based) for score maps, [] otherwise
+           orig_size   (H, W) of the source image
+           stride      spatial stride of the stored array relative to the image
+  root attrs: schema_version, artifact (kind), class_names, config_hash, code_version, created
+
+Score maps are float16 with shuffle + gzip, chunked one class plane per chunk; masks are uint8
+with gzip. A writer writes to a temporary sibling and renames on close, so a killed job never
+leaves a readable partial artifact; a job that fails raises and leaves nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from pipeline.errors import PipelineError
+from pipeline.io.atomic import atomic_path
+
+SCHEMA_VERSION = 1
+ARTIFACT_KINDS = ("scores", "mask", "tags", "logits")
+
+
+def config_hash(cfg: object) -> str:
+    """Stable short hash of a JSON-serialisable config."""
+    blob = json.dumps(cfg, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def code_version() -> str:
+    """Package version plus git commit (and '+dirty') when run from a checkout."""
+    from pipeline import __version__
+
+    root = Path(__file__).resolve().parents[2]
+    try:
+        rev = subprocess.run(
+            ["git", "-C", str(root), "describe", "--always", "--dirty"],
+            capture_output=True, text=True, timeout=5, check=True,
+        ).stdout.strip()
+        return f"{__version__}+{rev}"
+    except (OSError, subprocess.SubprocessError):
+        return __version__
+
+
+def _check_id(image_id: str) -> None:
+    if not image_id or "/" in image_id or image_id.startswith("."):
+        raise PipelineError(f"image id {image_id!r} cannot be an HDF5 dataset name")
+
+
+class ArtifactWriter:
+    """Context manager that writes one artifact file atomically.
+
+    >>> with ArtifactWriter(path, "scores", class_names, cfg) as w:
+    ...     w.write_scores("2007_000032", cams, classes=[1, 15], orig_size=(281, 500), stride=4)
+    """
+
+    def __init__(self, path: str | os.PathLike, artifact: str, class_names: list[str], config: dict,
+                 *, compression: str = "gzip", compression_level: int = 4, extra_attrs: dict | None = None) -> None:
+        if artifact not in ARTIFACT_KINDS:
+            raise ValueError(f"unknown artifact kind {artifact!r}")
+        self.path = Path(path)
+        self.artifact = artifact
+        self.class_names = class_names
+        self.config = config
+        self.compression = compression
+        self.level = compression_level if compression == "gzip" else None
+        self.extra_attrs = extra_attrs or {}
+        self._ctx = None
+        self._file: h5py.File | None = None
+        self.bytes_raw = 0
+
+    def __enter__(self) -> ArtifactWriter:
+        self._ctx = atomic_path(self.path)
+        tmp = self._ctx.__enter__()
+        self._file = h5py.File(tmp, "w")
+        attrs = self._file.attrs
+        attrs["schema_version"] = SCHEMA_VERSION
+        attrs["artifact"] = self.artifact
+        attrs["class_names"] = json.dumps(self.class_names)
+        attrs["config_hash"] = config_hash(self.config)
+        attrs["config"] = json.dumps(self.config, sort_keys=True, default=str)
+        attrs["code_version"] = code_version()
+        attrs["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        for k, v in self.extra_attrs.items():
+            attrs[k] = v
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        assert self._file is not None and self._ctx is not None
+        self._file.close()
+        self._ctx.__exit__(exc_type, exc, tb)
+
+    def _create(self, image_id: str, data: np.ndarray, chunks, attrs: dict) -> None:
+        _check_id(image_id)
+        assert self._file is not None, "use ArtifactWriter as a context manager"
+        if image_id in self._file:
+            raise PipelineError(f"{self.path}: duplicate image id {image_id!r}")
+        ds = self._file.create_dataset(
+            image_id, data=data, chunks=chunks if data.size else None,
+            compression=self.compression if data.size else None,
+            compression_opts=self.level if data.size else None, shuffle=bool(data.size),
+        )
+        for k, v in attrs.items():
+            ds.attrs[k] = v
+        self.bytes_raw += data.nbytes
+
+    def write_scores(self, image_id: str, scores: np.ndarray, classes: Iterable[int],
+                     orig_size: tuple[int, int], stride: int = 1, dtype: str = "float16") -> None:
+        """Score maps (K x h x w) for the K listed classes, stored at `stride`."""
+        scores = np.asarray(scores)
+        classes = np.asarray(list(classes), dtype=np.int64)
+        if scores.ndim != 3 or scores.shape[0] != len(classes):
+            raise ValueError(f"{image_id}: scores shape {scores.shape} does not match {len(classes)} classes")
+        chunks = (1, *scores.shape[1:]) if scores.shape[0] else None
+        self._create(image_id, scores.astype(dtype), chunks,
+                     {"classes": classes, "orig_size": np.asarray(orig_size, np.int64), "stride": int(stride)})
+
+    def write_mask(self, image_id: str, mask: np.ndarray, orig_size: tuple[int, int] | None = None,
+                   stride: int = 1) -> None:
+        mask = np.asarray(mask, dtype=np.uint8)
+        size = orig_size or mask.shape
+        self._create(image_id, mask, mask.shape,
+                     {"classes": np.zeros(0, np.int64), "orig_size": np.asarray(size, np.int64), "stride": int(stride)})
+
+    def write_array(self, image_id: str, data: np.ndarray, **attrs) -> None:
+        """Any other per-image record (e.g. patch boxes and tags); attrs stored verbatim."""
+        data = np.asarray(data)
+        self._create(image_id, data, data.shape if data.size else None, attrs)
+
+
+class ArtifactReader:
+    """Lazily opened, read-only view of an artifact file.
+
+    The file is opened on first access and re-opened after a fork (pid check), so a reader
+    built in a Dataset's __init__ works in every DataLoader worker without sharing a handle.
+    """
+
+    def __init__(self, path: str | os.PathLike, expect: str | None = None) -> None:
+        self.path = Path(path)
+        self.expect = expect
+        self._file: h5py.File | None = None
+        self._pid = -1
+
+    @property
+    def file(self) -> h5py.File:
+        if self._file is None or self._pid != os.getpid():
+            try:
+                self._file = h5py.File(self.path, "r")
+            except (OSError, FileNotFoundError) as exc:
+                raise PipelineError(f"{self.path}: cannot open artifact ({exc})") from exc
+            self._pid = os.getpid()
+            version = int(self._file.attrs.get("schema_version", -1))
+            if version != SCHEMA_VERSION:
+                raise PipelineError(f"{self.path}: artifact schema version {version}, expected {SCHEMA_VERSION}")
+            kind = self._file.attrs.get("artifact")
+            if self.expect is not None and kind != self.expect:
+                raise PipelineError(f"{self.path}: artifact kind {kind!r}, expected {self.expect!r}")
+        return self._file
+
+    def __getstate__(self) -> dict:
+        return {"path": self.path, "expect": self.expect, "_file": None, "_pid": -1}
+
+    def close(self) -> None:
+        if self._file is not None and self._pid == os.getpid():
+            self._file.close()
+        self._file = None
+
+    def __contains__(self, image_id: str) -> bool:
+        return image_id in self.file
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.ids())
+
+    def __len__(self) -> int:
+        return len(self.file)
+
+    def ids(self) -> list[str]:
+        return list(self.file.keys())
+
+    @property
+    def class_names(self) -> list[str]:
+        return json.loads(self.file.attrs["class_names"])
+
+    @property
+    def root_attrs(self) -> dict:
+        return dict(self.file.attrs)
+
+    def _dataset(self, image_id: str) -> h5py.Dataset:
+        try:
+            return self.file[image_id]
+        except KeyError:
+            raise PipelineError(f"{self.path}: no entry for image id {image_id!r}") from None
+
+    def attrs(self, image_id: str) -> dict:
+        return dict(self._dataset(image_id).attrs)
+
+    def raw(self, image_id: str) -> np.ndarray:
+        return self._dataset(image_id)[()]
+
+    def scores(self, image_id: str, full_res: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """Return (float32 K x H x W scores, class ids); upsampled to the image size by default."""
+        ds = self._dataset(image_id)
+        classes = np.asarray(ds.attrs["classes"], dtype=np.int64)
+        data = ds[()].astype(np.float32)
+        stride = int(ds.attrs["stride"])
+        if full_res and stride != 1 and data.shape[0]:
+            data = upsample_scores(data, stride, tuple(int(v) for v in ds.attrs["orig_size"]))
+        elif full_res and not data.shape[0]:
+            h, w = (int(v) for v in ds.attrs["orig_size"])
+            data = np.zeros((0, h, w), np.float32)
+        return data, classes
+
+    def mask(self, image_id: str) -> np.ndarray:
+        return self._dataset(image_id)[()].astype(np.uint8)
+
+    def nbytes_on_disk(self) -> int:
+        return self.path.stat().st_size
+
+
+def upsample_scores(data: np.ndarray, stride: int, size: tuple[int, int]) -> np.ndarray:
+    """Bilinear upsampling of stride-s maps to (H, W), aligned like IRN's `high_res`.
+
+    A stride-s map of ceil(H/s) cells covers s*ceil(H/s) pixels; upsample to that extent and
+    crop, so cell centres stay on the pixels they were computed from.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    h, w = size
+    t = torch.from_numpy(np.ascontiguousarray(data))[None]
+    up = F.interpolate(t, size=(data.shape[1] * stride, data.shape[2] * stride), mode="bilinear", align_corners=False)
+    return up[0, :, :h, :w].numpy()
+
+
+def merge_shards(shards: list[str | os.PathLike], out: str | os.PathLike) -> None:
+    """Join shard files (same artifact kind and class list) into one file, atomically."""
+    if not shards:
+        raise PipelineError(f"{out}: no shards to merge")
+    readers = [ArtifactReader(p) for p in shards]
+    first = readers[0].root_attrs
+    with atomic_path(out) as tmp, h5py.File(tmp, "w") as dst:
+        for k, v in first.items():
+            dst.attrs[k] = v
+        dst.attrs["shards"] = len(shards)
+        for r in readers:
+            if r.root_attrs["artifact"] != first["artifact"] or r.root_attrs["class_names"] != first["class_names"]:
+                raise PipelineError(f"{r.path}: shard does not match {readers[0].path} (kind or classes)")
+            for image_id in r.ids():
+                if image_id in dst:
+                    raise PipelineError(f"{r.path}: image id {image_id!r} appears in two shards")
+                r.file.copy(r.file[image_id], dst, name=image_id)
+            r.close()

@@ -1,0 +1,41 @@
+"""Shared fixtures: tiny generated datasets; tests never reach a model hub."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+REPO = Path(__file__).resolve().parents[1]
+VENV_BIN = str(Path(sys.executable).parent)
+
+
+def tool_env() -> dict[str, str]:
+    """Environment for subprocesses: this interpreter's bin first, so `python`/`snakemake` match."""
+    env = dict(os.environ)
+    env["PATH"] = VENV_BIN + os.pathsep + env.get("PATH", "")
+    env["HF_HUB_OFFLINE"] = "1"
+    return env
+
+
+def workdir(path: Path) -> Path:
+    """A scratch Snakemake working directory (`--directory`) holding the default config.yaml."""
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "config.yaml").write_text((REPO / "config.yaml").read_text())
+    return path
+
+
+TINY_SPEC = {"num_train": 40, "num_val": 8, "num_decoupled": 6, "min_single_label": 2, "min_size": 64, "max_size": 72}
+
+
+@pytest.fixture(scope="session")
+def tiny_synthetic(tmp_path_factory) -> Path:
+    from pipeline.data.synthetic import SyntheticSpec, generate
+
+    root = tmp_path_factory.mktemp("syn") / "VOC2012"
+    generate(SyntheticSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in TINY_SPEC.items()}), root)
+    return root

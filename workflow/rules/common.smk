@@ -1,0 +1,26 @@
+# Shared helpers: config validation, per-stage config slices, dataset inputs.
+import json
+
+from snakemake.utils import validate
+
+
+validate(config, schema="../schemas/config.schema.yaml")
+
+ENV = "../../envs/wsss.yaml"
+SYNTHETIC = config["dataset"]["kind"] == "synthetic"
+DATA_ROOT = config["dataset"]["root"]
+
+
+def stage_cfg(*sections):
+    """The config sections a stage reads, as JSON: passed via params so only they trigger reruns."""
+    return json.dumps({s: config.get(s) for s in sections}, sort_keys=True)
+
+
+def dataset_input(wildcards=None):
+    """The generated dataset for the synthetic kind; user data is not a DAG product."""
+    return [DATA_ROOT] if SYNTHETIC else []
+
+
+def final_outputs():
+    outs = ["results/dataset/index.json"]
+    return outs

@@ -1,0 +1,34 @@
+# Dataset stages: synthetic generation (embedded default) and the validated dataset index.
+
+
+rule make_synthetic:
+    output:
+        directory(DATA_ROOT if SYNTHETIC else "results/data/synthetic"),
+    log:
+        "logs/make_synthetic/make_synthetic.log",
+    benchmark:
+        "benchmarks/make_synthetic/make_synthetic.tsv"
+    conda:
+        ENV
+    params:
+        cfg=stage_cfg("synthetic"),
+    shell:
+        "python -m pipeline.make_synthetic --cfg {params.cfg:q} --out {output} > {log} 2>&1"
+
+
+rule index_dataset:
+    input:
+        dataset_input,
+    output:
+        "results/dataset/index.json",
+    log:
+        "logs/index_dataset/index_dataset.log",
+    benchmark:
+        "benchmarks/index_dataset/index_dataset.tsv"
+    conda:
+        ENV
+    threads: 2
+    params:
+        cfg=stage_cfg("dataset"),
+    shell:
+        "python -m pipeline.index_dataset --cfg {params.cfg:q} --out {output} --workers {threads} > {log} 2>&1"
