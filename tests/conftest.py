@@ -32,6 +32,17 @@ def workdir(path: Path) -> Path:
 TINY_SPEC = {"num_train": 40, "num_val": 8, "num_decoupled": 6, "min_single_label": 2, "min_size": 64, "max_size": 72}
 
 
+def tiny_config() -> dict:
+    """The instant-test config (detectron2 style): whole DAG, tiny data, seconds per stage."""
+    import yaml
+
+    cfg = yaml.safe_load((REPO / "config.yaml").read_text())
+    cfg["synthetic"].update(TINY_SPEC)
+    cfg["cam"].update(epochs=2, batch_size=8, crop_size=64, resize_long=[56, 80], scales=[1.0, 0.5], ckpt_every=5)
+    cfg["tagging"].update(patch_size=12)
+    return cfg
+
+
 @pytest.fixture(scope="session")
 def tiny_synthetic(tmp_path_factory) -> Path:
     from pipeline.data.synthetic import SyntheticSpec, generate

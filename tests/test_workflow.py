@@ -6,9 +6,13 @@ import json
 import shutil
 import subprocess
 
+import numpy as np
 import pytest
+import torch
 
-from tests.conftest import REPO, TINY_SPEC, tool_env, workdir
+from pipeline.io.h5store import ArtifactReader
+from pipeline.runtime import load_final
+from tests.conftest import REPO, TINY_SPEC, tiny_config, tool_env, workdir
 
 
 def _snakemake(*args, cwd=REPO, check=True):
@@ -33,7 +37,7 @@ def tiny_run(tmp_path_factory):
     """The default DAG on a tiny synthetic config, run in a scratch working directory."""
     work = workdir(tmp_path_factory.mktemp("wf"))
     cfg = work / "tiny.yaml"
-    cfg.write_text(json.dumps({"synthetic": TINY_SPEC}))
+    cfg.write_text(json.dumps(tiny_config()))
     _snakemake("--cores", "2", "--configfile", str(cfg), "--directory", str(work))
     return work, cfg
 
@@ -49,13 +53,41 @@ def test_default_dag_runs(tiny_run):
     assert "Nothing to be done" in p.stdout + p.stderr
 
 
-def test_generation_is_deterministic(tiny_run, tmp_path):
+def test_cam_stages_write_metrics(tiny_run):
+    work, _ = tiny_run
+    summary = json.loads((work / "results/cam/baseline/eval_cam.json").read_text())
+    for key in ("miou", "chance_miou", "cooccurrence_confusion", "context_false_activation", "best_threshold"):
+        assert key in summary
+    assert "horse->person" in summary["cooccurrence_confusion"]
+    sweep = (work / "results/cam/baseline/eval_cam_sweep.tsv").read_text().splitlines()
+    assert sweep[0] == "bg_threshold\tmiou" and len(sweep) == 13
+    tags = json.loads((work / "results/tags/baseline/tag_accuracy.json").read_text())
+    assert tags["bg_rule"] == "count" and tags["other_rule"]["bg_rule"] == "index_sum"
+    assert sum(tags["counts"].values()) == 10 * TINY_SPEC["num_train"]
+    cams = ArtifactReader(work / "results/cam/baseline/cams.h5", expect="scores")
+    assert len(cams) == TINY_SPEC["num_train"]
+    log = (work / "logs/make_cam/baseline.log").read_text()
+    assert "images/s" in log and "bytes/pixel" in log
+    assert (work / "results/runs/train_cam/baseline/metrics.csv").exists()
+
+
+def test_stages_are_deterministic(tiny_run, tmp_path):
+    """On CPU with a fixed seed, every stage gives the same artifact twice."""
     work, cfg = tiny_run
     other = workdir(tmp_path / "again")
-    _snakemake("--cores", "1", "--configfile", str(cfg), "--directory", str(other), "results/data/synthetic")
+    _snakemake("--cores", "2", "--configfile", str(cfg), "--directory", str(other))
     a, b = work / "results/data/synthetic", other / "results/data/synthetic"
     files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
     assert files == sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
     for rel in files:
         assert (a / rel).read_bytes() == (b / rel).read_bytes(), rel
+    wa, _ = load_final(work / "results/cam/baseline/model_final.pth")
+    wb, _ = load_final(other / "results/cam/baseline/model_final.pth")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    for rel in ("results/cam/baseline/cams.h5", "results/tags/baseline/tags.h5"):
+        ra, rb = ArtifactReader(work / rel), ArtifactReader(other / rel)
+        assert ra.ids() == rb.ids()
+        assert all(np.array_equal(ra.raw(i), rb.raw(i)) for i in ra.ids())
+    for rel in ("results/cam/baseline/eval_cam.json", "results/tags/baseline/tag_accuracy.json"):
+        assert (work / rel).read_text() == (other / rel).read_text()
     shutil.rmtree(other)

@@ -21,6 +21,15 @@ def dataset_input(wildcards=None):
     return [DATA_ROOT] if SYNTHETIC else []
 
 
+CAM_METHODS = ["baseline"]
+
+
+wildcard_constraints:
+    method="[a-z0-9_]+",
+
+
 def final_outputs():
     outs = ["results/dataset/index.json"]
+    outs += expand("results/cam/{method}/eval_cam.json", method=CAM_METHODS)
+    outs += ["results/tags/baseline/tag_accuracy.json"]
     return outs

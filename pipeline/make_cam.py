@@ -1,0 +1,67 @@
+"""Stage: multi-scale + flip CAMs of the training images into the HDF5 score store.
+
+IRN's make_cam: scales (1.0, 0.5, 1.5, 2.0), each with its flip; CAMs only for the image's
+present classes, each normalised by its max, stored at stride 4 as float16 (upsampled on read).
+Logs images/s and the stored bytes per image pixel.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from pipeline.cams import multiscale_cam
+from pipeline.config import require
+from pipeline.errors import cli_entry
+from pipeline.io.h5store import ArtifactWriter, merge_shards
+from pipeline.runtime import barrier, load_final, rank_device, select_device, shard_indices
+from pipeline.stage import gpu_stage_parser, open_indexed, parse, run_gpu_job, split_ids
+from pipeline.train_cam import build_cam_net
+
+log = logging.getLogger("pipeline.make_cam")
+
+
+def _infer(rank: int, world: int, cfg: dict, index_path: str, model_path: str, out: str) -> None:
+    cam = require(cfg, "cam")
+    device = rank_device(select_device(require(cfg, "runtime.device")))
+    ds, index = open_indexed(cfg, index_path)
+    state, _ = load_final(model_path)
+    net = build_cam_net({**cam, "pretrained": None}, ds.num_classes)
+    net.load_state_dict(state)
+    net.to(device).eval()
+    ids = split_ids(index, "train", "eval")
+    mine = [ids[i] for i in shard_indices(len(ids), rank, world)]
+    target = Path(out) if world == 1 else Path(out).with_suffix(f".shard{rank}-of-{world}.h5")
+    t0, pixels = time.perf_counter(), 0
+    with ArtifactWriter(target, "scores", ds.class_names, {"cam": cam, "dataset": cfg["dataset"]}) as w:
+        for image_id in mine:
+            img = ds.image(image_id)
+            classes = [int(i) + 1 for i in ds.labels(image_id).nonzero()[0]]
+            scores = multiscale_cam(net, img, classes, cam["scales"], cam["cam_stride"], device)
+            w.write_scores(image_id, scores, classes, img.shape[:2], stride=cam["cam_stride"])
+            pixels += img.shape[0] * img.shape[1]
+    dt = time.perf_counter() - t0
+    log.info("rank %d: %d images in %.1fs (%.2f images/s)", rank, len(mine), dt, len(mine) / max(dt, 1e-9))
+    if world > 1:
+        barrier()
+        if rank == 0:
+            merge_shards([Path(out).with_suffix(f".shard{r}-of-{world}.h5") for r in range(world)], out)
+            for r in range(world):
+                Path(out).with_suffix(f".shard{r}-of-{world}.h5").unlink()
+    else:
+        size = Path(out).stat().st_size
+        log.info("stored %d bytes for %d image pixels: %.4f bytes/pixel", size, pixels, size / max(pixels, 1))
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> None:
+    p = gpu_stage_parser(__doc__)
+    p.add_argument("--model", required=True)
+    p.add_argument("--out", required=True)
+    args, cfg = parse(p, argv)
+    run_gpu_job(_infer, args.gpus, cfg, args.index, args.model, args.out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Networks: one timm backbone factory and the method heads built on it."""

@@ -1,0 +1,89 @@
+# CAM baseline (IRN): train the classifier, export multi-scale CAMs, evaluate seeds, tag patches.
+# Training writes intermediate checkpoints and its metrics CSV under results/runs/ (outside the
+# DAG) so a killed job resumes instead of starting over.
+
+
+rule train_cam:
+    input:
+        index="results/dataset/index.json",
+    output:
+        "results/cam/baseline/model_final.pth",
+    log:
+        "logs/train_cam/baseline.log",
+    benchmark:
+        "benchmarks/train_cam/baseline.tsv"
+    conda:
+        ENV
+    threads: 2
+    resources:
+        gpu=1,
+    params:
+        cfg=stage_cfg("seed", "dataset", "runtime", "cam"),
+        run_dir="results/runs/train_cam/baseline",
+    shell:
+        "python -m pipeline.train_cam --cfg {params.cfg:q} --index {input.index} --gpus {resources.gpu}"
+        " --threads {threads} --out {output} --ckpt-dir {params.run_dir}"
+        " --metrics {params.run_dir}/metrics.csv > {log} 2>&1"
+
+
+rule make_cam:
+    input:
+        index="results/dataset/index.json",
+        model="results/cam/{method}/model_final.pth",
+    output:
+        "results/cam/{method}/cams.h5",
+    log:
+        "logs/make_cam/{method}.log",
+    benchmark:
+        "benchmarks/make_cam/{method}.tsv"
+    conda:
+        ENV
+    threads: 2
+    resources:
+        gpu=1,
+    params:
+        cfg=stage_cfg("seed", "dataset", "runtime", "cam"),
+    shell:
+        "python -m pipeline.make_cam --cfg {params.cfg:q} --index {input.index} --gpus {resources.gpu}"
+        " --threads {threads} --model {input.model} --out {output} > {log} 2>&1"
+
+
+rule eval_cam:
+    input:
+        index="results/dataset/index.json",
+        cams="results/cam/{method}/cams.h5",
+    output:
+        summary="results/cam/{method}/eval_cam.json",
+        classes="results/cam/{method}/eval_cam_classes.tsv",
+        sweep="results/cam/{method}/eval_cam_sweep.tsv",
+    log:
+        "logs/eval_cam/{method}.log",
+    benchmark:
+        "benchmarks/eval_cam/{method}.tsv"
+    conda:
+        ENV
+    params:
+        cfg=stage_cfg("dataset", "eval_cam"),
+    shell:
+        "python -m pipeline.eval_cam --cfg {params.cfg:q} --index {input.index} --cams {input.cams}"
+        " --summary {output.summary} --classes {output.classes} --sweep {output.sweep} > {log} 2>&1"
+
+
+rule tag_patches:
+    input:
+        index="results/dataset/index.json",
+        cams="results/cam/{method}/cams.h5",
+    output:
+        tags="results/tags/{method}/tags.h5",
+        metrics="results/tags/{method}/tag_accuracy.json",
+    log:
+        "logs/tag_patches/{method}.log",
+    benchmark:
+        "benchmarks/tag_patches/{method}.tsv"
+    conda:
+        ENV
+    params:
+        cfg=stage_cfg("seed", "dataset", "tagging"),
+    shell:
+        "python -m pipeline.tag_patches --cfg {params.cfg:q} --index {input.index} --cams {input.cams}"
+        " --out {output.tags} --metrics {output.metrics} > {log} 2>&1"
