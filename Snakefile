@@ -15,6 +15,9 @@ report: "workflow/report/workflow.rst"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/cam.smk"
+include: "workflow/rules/csd.smk"
+include: "workflow/rules/seco.smk"
+include: "workflow/rules/masks.smk"
 
 
 rule all:

@@ -32,6 +32,8 @@ rule make_cam:
         model="results/cam/{method}/model_final.pth",
     output:
         "results/cam/{method}/cams.h5",
+    wildcard_constraints:
+        method="|".join(CAM_METHODS),
     log:
         "logs/make_cam/{method}.log",
     benchmark:
@@ -65,7 +67,7 @@ rule eval_cam:
     params:
         cfg=stage_cfg("dataset", "eval_cam"),
     shell:
-        "python -m pipeline.eval_cam --cfg {params.cfg:q} --index {input.index} --cams {input.cams}"
+        "python -m pipeline.eval_cam --cfg {params.cfg:q} --method {wildcards.method} --index {input.index} --cams {input.cams}"
         " --summary {output.summary} --classes {output.classes} --sweep {output.sweep} > {log} 2>&1"
 
 
@@ -87,3 +89,7 @@ rule tag_patches:
     shell:
         "python -m pipeline.tag_patches --cfg {params.cfg:q} --index {input.index} --cams {input.cams}"
         " --out {output.tags} --metrics {output.metrics} > {log} 2>&1"
+
+
+FINAL_OUTPUTS += expand("results/cam/{method}/eval_cam.json", method=SEED_METHODS)
+FINAL_OUTPUTS += ["results/tags/baseline/tag_accuracy.json"]

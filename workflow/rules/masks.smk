@@ -1,0 +1,1 @@
+# Pseudo masks, CRF, DeepLab, evaluation and report. Filled in by the masks/DeepLab issue.

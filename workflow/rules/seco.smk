@@ -1,0 +1,1 @@
+# SeCo (Separate and Conquer): training and inference. Filled in by the SeCo issue.
