@@ -21,11 +21,11 @@ def dataset_input(wildcards=None):
     return [DATA_ROOT] if SYNTHETIC else []
 
 
-# Methods whose CAMs come from an IRN-style classifier (make_cam); SeCo writes its own.
-CAM_METHODS = ["baseline"]
-# Every method with CAM seeds evaluated by eval_cam (rule files append theirs).
+# Methods whose CAMs come from an IRN-style classifier through make_cam (SeCo writes its own).
+CAM_METHODS = ["baseline", "csd"]
+# Methods whose CAM seeds eval_cam evaluates; each method's rule file appends its name.
 SEED_METHODS = ["baseline"]
-# Each rule file appends the targets it contributes to `rule all`.
+# Targets of `rule all`; each rule file appends what it contributes.
 FINAL_OUTPUTS = ["results/dataset/index.json"]
 
 
@@ -34,4 +34,5 @@ wildcard_constraints:
 
 
 def final_outputs():
-    return FINAL_OUTPUTS
+    """Evaluated after every rule file is included, so late SEED_METHODS entries count."""
+    return FINAL_OUTPUTS + expand("results/cam/{method}/eval_cam.json", method=SEED_METHODS)
