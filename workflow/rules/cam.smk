@@ -16,8 +16,9 @@ rule train_cam:
         ENV
     threads: 2
     resources:
-        gpu=1,
+        **RES_TRAIN,
     params:
+        code=stage_code("pipeline.train_cam"),
         cfg=stage_cfg("seed", "dataset", "runtime", "cam"),
         run_dir="results/runs/train_cam/baseline",
     shell:
@@ -42,8 +43,9 @@ rule make_cam:
         ENV
     threads: 2
     resources:
-        gpu=1,
+        **RES_GPU,
     params:
+        code=stage_code("pipeline.make_cam"),
         cfg=stage_cfg("seed", "dataset", "runtime", "cam"),
     shell:
         "python -m pipeline.make_cam --cfg {params.cfg:q} --index {input.index} --gpus {resources.gpu}"
@@ -64,7 +66,10 @@ rule eval_cam:
         "benchmarks/eval_cam/{method}.tsv"
     conda:
         ENV
+    resources:
+        **RES_CPU,
     params:
+        code=stage_code("pipeline.eval_cam"),
         cfg=stage_cfg("dataset", "eval_cam"),
     shell:
         "python -m pipeline.eval_cam --cfg {params.cfg:q} --method {wildcards.method} --index {input.index} --cams {input.cams}"
@@ -84,7 +89,10 @@ rule tag_patches:
         "benchmarks/tag_patches/{method}.tsv"
     conda:
         ENV
+    resources:
+        **RES_CPU,
     params:
+        code=stage_code("pipeline.tag_patches"),
         cfg=stage_cfg("seed", "dataset", "tagging"),
     shell:
         "python -m pipeline.tag_patches --cfg {params.cfg:q} --index {input.index} --cams {input.cams}"

@@ -10,7 +10,10 @@ rule make_synthetic:
         "benchmarks/make_synthetic/make_synthetic.tsv"
     conda:
         ENV
+    resources:
+        **RES_CPU,
     params:
+        code=stage_code("pipeline.make_synthetic"),
         cfg=stage_cfg("synthetic"),
     shell:
         "python -m pipeline.make_synthetic --cfg {params.cfg:q} --out {output} > {log} 2>&1"
@@ -28,7 +31,10 @@ rule index_dataset:
     conda:
         ENV
     threads: 2
+    resources:
+        **RES_CPU,
     params:
+        code=stage_code("pipeline.index_dataset"),
         cfg=stage_cfg("dataset"),
     shell:
         "python -m pipeline.index_dataset --cfg {params.cfg:q} --out {output} --workers {threads} > {log} 2>&1"

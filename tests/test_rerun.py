@@ -1,0 +1,126 @@
+"""Rerunning after code changes, and resuming a killed training job through Snakemake."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, tiny_config, tool_env
+
+CAM_TARGETS = ["results/cam/baseline/eval_cam.json", "results/tags/baseline/tag_accuracy.json"]
+
+
+def _copy_workflow(dst: Path) -> Path:
+    """A private copy of the workflow and its `pipeline` package, so the test can edit code."""
+    for name in ("Snakefile", "config.yaml"):
+        shutil.copy(REPO / name, dst / name)
+    for name in ("workflow", "pipeline", "envs"):
+        shutil.copytree(REPO / name, dst / name, ignore=shutil.ignore_patterns("__pycache__"))
+    return dst
+
+
+def _snakemake(work: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = tool_env()
+    env["PYTHONPATH"] = str(work)  # jobs import the copy's `pipeline`, not the repository's
+    p = subprocess.run(["snakemake", *args], capture_output=True, text=True, cwd=work, env=env)
+    if check and p.returncode != 0:
+        raise AssertionError(p.stdout[-3000:] + p.stderr[-3000:])
+    return p
+
+
+def _scheduled(work: Path, cfg: Path) -> dict[str, int]:
+    """Rule -> job count of a dry run."""
+    out = _snakemake(work, "-n", "--configfile", str(cfg), *CAM_TARGETS).stdout
+    if "Nothing to be done" in out:
+        return {}
+    table = out.split("Job stats:")[1].split("\n\n")[0]
+    jobs = {}
+    for line in table.splitlines()[3:]:
+        parts = line.split()
+        if len(parts) == 2 and parts[1].isdigit() and parts[0] != "total":
+            jobs[parts[0]] = int(parts[1])
+    return jobs
+
+
+def _append_code(path: Path, line: str) -> None:
+    path.write_text(path.read_text() + f"\n{line}\n")
+
+
+@pytest.fixture(scope="module")
+def finished_copy(tmp_path_factory):
+    work = _copy_workflow(tmp_path_factory.mktemp("rerun"))
+    cfg = work / "tiny.yaml"
+    cfg.write_text(json.dumps(tiny_config()))
+    _snakemake(work, "--cores", "2", "--configfile", str(cfg), *CAM_TARGETS)
+    assert _scheduled(work, cfg) == {}
+    return work, cfg
+
+
+def test_comment_and_docstring_edits_schedule_nothing(finished_copy):
+    work, cfg = finished_copy
+    _append_code(work / "pipeline/tagging.py", "# a comment changes no behaviour")
+    assert _scheduled(work, cfg) == {}
+
+
+def test_unrelated_module_edit_schedules_nothing(finished_copy):
+    work, cfg = finished_copy
+    _append_code(work / "pipeline/runtime/_demo.py", "_UNUSED_BY_STAGES = 1")
+    assert _scheduled(work, cfg) == {}
+
+
+def test_stage_module_edit_reruns_that_stage_only(finished_copy):
+    work, cfg = finished_copy
+    _append_code(work / "pipeline/tag_patches.py", "_EDITED = True")
+    assert _scheduled(work, cfg) == {"tag_patches": 1}
+    _snakemake(work, "--cores", "2", "--configfile", str(cfg), *CAM_TARGETS)
+    assert _scheduled(work, cfg) == {}
+
+
+def test_imported_module_edit_reruns_stage_and_downstream(finished_copy):
+    work, cfg = finished_copy
+    # pipeline/cams.py is imported by make_cam (and eval_cam); tag_patches runs downstream of
+    # make_cam; train_cam, index_dataset and make_synthetic are upstream and must not rerun.
+    _append_code(work / "pipeline/cams.py", "_EDITED = True")
+    jobs = _scheduled(work, cfg)
+    assert jobs == {"make_cam": 1, "eval_cam": 1, "tag_patches": 1}
+
+
+def test_killed_training_resumes_from_checkpoint(tmp_path):
+    """SIGKILL the whole snakemake process group mid-training; --rerun-incomplete resumes."""
+    work = _copy_workflow(tmp_path)
+    cfg_dict = tiny_config()
+    cfg_dict["cam"].update(epochs=12, ckpt_every=3)  # long enough to be killed mid-run
+    cfg = work / "tiny.yaml"
+    cfg.write_text(json.dumps(cfg_dict))
+    target = "results/cam/baseline/model_final.pth"
+    env = tool_env()
+    env["PYTHONPATH"] = str(work)
+    proc = subprocess.Popen(["snakemake", "--cores", "2", "--configfile", str(cfg), target], cwd=work, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    ckpt = work / "results/runs/train_cam/baseline/last.pth"
+    try:
+        deadline = time.monotonic() + 240
+        while not ckpt.exists():
+            assert proc.poll() is None, "snakemake ended before the first checkpoint"
+            assert time.monotonic() < deadline, "no checkpoint within 240 s"
+            time.sleep(0.2)
+        os.killpg(proc.pid, signal.SIGKILL)  # like a preempted SLURM job: no clean-up at all
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert not (work / target).exists()
+    _snakemake(work, "--cores", "2", "--rerun-incomplete", "--configfile", str(cfg), target)
+    log = (work / "logs/train_cam/baseline.log").read_text()
+    match = re.search(r"resumed from \S+ at iteration (\d+)/(\d+)", log)
+    assert match, log[-2000:]
+    assert 0 < int(match.group(1)) < int(match.group(2))
+    assert (work / target).exists()
