@@ -38,7 +38,7 @@ def _snakemake(work: Path, *args: str, check: bool = True) -> subprocess.Complet
 
 def _scheduled(work: Path, cfg: Path) -> dict[str, int]:
     """Rule -> job count of a dry run."""
-    out = _snakemake(work, "-n", "--configfile", str(cfg), *CAM_TARGETS).stdout
+    out = _snakemake(work, *CAM_TARGETS, "-n", "--configfile", str(cfg)).stdout
     if "Nothing to be done" in out:
         return {}
     table = out.split("Job stats:")[1].split("\n\n")[0]
@@ -59,7 +59,7 @@ def finished_copy(tmp_path_factory):
     work = _copy_workflow(tmp_path_factory.mktemp("rerun"))
     cfg = work / "tiny.yaml"
     cfg.write_text(json.dumps(tiny_config()))
-    _snakemake(work, "--cores", "2", "--configfile", str(cfg), *CAM_TARGETS)
+    _snakemake(work, *CAM_TARGETS, "--cores", "2", "--configfile", str(cfg))
     assert _scheduled(work, cfg) == {}
     return work, cfg
 
@@ -80,7 +80,7 @@ def test_stage_module_edit_reruns_that_stage_only(finished_copy):
     work, cfg = finished_copy
     _append_code(work / "pipeline/tag_patches.py", "_EDITED = True")
     assert _scheduled(work, cfg) == {"tag_patches": 1}
-    _snakemake(work, "--cores", "2", "--configfile", str(cfg), *CAM_TARGETS)
+    _snakemake(work, *CAM_TARGETS, "--cores", "2", "--configfile", str(cfg))
     assert _scheduled(work, cfg) == {}
 
 
@@ -97,13 +97,13 @@ def test_killed_training_resumes_from_checkpoint(tmp_path):
     """SIGKILL the whole snakemake process group mid-training; --rerun-incomplete resumes."""
     work = _copy_workflow(tmp_path)
     cfg_dict = tiny_config()
-    cfg_dict["cam"].update(epochs=12, ckpt_every=3)  # long enough to be killed mid-run
+    cfg_dict["cam"].update(epochs=6, ckpt_every=3)  # long enough to be killed mid-run
     cfg = work / "tiny.yaml"
     cfg.write_text(json.dumps(cfg_dict))
     target = "results/cam/baseline/model_final.pth"
     env = tool_env()
     env["PYTHONPATH"] = str(work)
-    proc = subprocess.Popen(["snakemake", "--cores", "2", "--configfile", str(cfg), target], cwd=work, env=env,
+    proc = subprocess.Popen(["snakemake", target, "--cores", "2", "--configfile", str(cfg)], cwd=work, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     ckpt = work / "results/runs/train_cam/baseline/last.pth"
     try:
@@ -118,7 +118,9 @@ def test_killed_training_resumes_from_checkpoint(tmp_path):
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
     assert not (work / target).exists()
-    _snakemake(work, "--cores", "2", "--rerun-incomplete", "--configfile", str(cfg), target)
+    # A SIGKILLed snakemake leaves its lock behind: a user runs --unlock, then reruns.
+    _snakemake(work, target, "--unlock", "--configfile", str(cfg))
+    _snakemake(work, target, "--cores", "2", "--rerun-incomplete", "--configfile", str(cfg))
     log = (work / "logs/train_cam/baseline.log").read_text()
     match = re.search(r"resumed from \S+ at iteration (\d+)/(\d+)", log)
     assert match, log[-2000:]
