@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> None:
     ds, index = open_indexed(cfg, args.index)
     cams = ArtifactReader(args.cams, expect="scores")
     ids = split_ids(index, "train")
-    acc, acc_other = _Accuracy(), _Accuracy()
+    acc, acc_other, acc_chance = _Accuracy(), _Accuracy(), _Accuracy()
     seed = int(cfg.get("seed", 0))
     with ArtifactWriter(args.out, "tags", ds.class_names, {"tagging": tcfg, "seed": seed}) as w:
         for pos, image_id in enumerate(ids):
@@ -91,8 +91,15 @@ def main(argv: list[str] | None = None) -> None:
             for y0, x0, y1, x1, tag in rows:
                 acc.add(gt[y0:y1, x0:x1], int(tag))
                 acc_other.add(gt[y0:y1, x0:x1], local_tag(roi[y0:y1, x0:x1], other))
+            # Chance reference: the same procedure on uniform random scores for the same classes.
+            noise = rng.random(scores.shape, dtype=np.float32)
+            if len(noise):
+                noise /= noise.reshape(len(noise), -1).max(1)[:, None, None]
+            for y0, x0, y1, x1, tag in tag_image(noise, classes, params, rng)[1]:
+                acc_chance.add(gt[y0:y1, x0:x1], int(tag))
     result = {"bg_rule": params.bg_rule, **acc.result(), "num_images": len(ids),
-              "patch_size": params.patch_size, "other_rule": {"bg_rule": other.bg_rule, **acc_other.result()}}
+              "patch_size": params.patch_size, "other_rule": {"bg_rule": other.bg_rule, **acc_other.result()},
+              "chance": acc_chance.result()}
     write_summary(args.metrics, result)
     log.info("tag accuracy (%s rule): %s; %s rule on the same patches: %s", params.bg_rule,
              acc.result(), other.bg_rule, acc_other.result())
