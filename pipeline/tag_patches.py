@@ -87,10 +87,11 @@ def main(argv: list[str] | None = None) -> None:
             gt = ds.mask(image_id)
             if gt is None:
                 continue
-            roi = global_tag(roi_map(scores, classes, params.high, params.low))[1]
+            raw = roi_map(scores, classes, params.high, params.low)
+            roi = global_tag(raw)[1]
             for y0, x0, y1, x1, tag in rows:
                 acc.add(gt[y0:y1, x0:x1], int(tag))
-                acc_other.add(gt[y0:y1, x0:x1], local_tag(roi[y0:y1, x0:x1], other))
+                acc_other.add(gt[y0:y1, x0:x1], local_tag(roi[y0:y1, x0:x1], other, raw[y0:y1, x0:x1]))
             # Chance reference: the same procedure on uniform random scores for the same classes.
             noise = rng.random(scores.shape, dtype=np.float32)
             if len(noise):

@@ -76,13 +76,16 @@ def patch_centres(roi: np.ndarray, k: int, size: int, rng: np.random.Generator) 
     return cand[pick]
 
 
-def local_tag(patch_roi: np.ndarray, params: TagParams) -> int:
+def local_tag(patch_roi: np.ndarray, params: TagParams, raw_patch: np.ndarray | None = None) -> int:
+    """Tag of one patch. `patch_roi` is after the global relabelling; the foreground share is
+    taken on `raw_patch` (before it), where uncertain pixels count 1 as in the official code."""
+    raw = patch_roi if raw_patch is None else raw_patch
     area = patch_roi.size
     if params.bg_rule == "index_sum":
-        u = np.where(patch_roi == UNCERTAIN, 1, patch_roi).astype(np.int64)
+        u = np.where(raw == UNCERTAIN, 1, raw).astype(np.int64)
         fg_share = u.sum() / area
     else:
-        fg_share = np.count_nonzero(patch_roi) / area
+        fg_share = np.count_nonzero(raw) / area
     if fg_share <= params.bg_ratio:
         return 0
     present = [int(c) for c in np.unique(patch_roi) if c > 0]
@@ -92,15 +95,15 @@ def local_tag(patch_roi: np.ndarray, params: TagParams) -> int:
 def tag_image(scores: np.ndarray, classes: np.ndarray, params: TagParams,
               rng: np.random.Generator) -> tuple[int, np.ndarray]:
     """(global tag, K x 5 int32 rows [y0, x0, y1, x1, tag]) for one image's full-res CAMs."""
-    roi = roi_map(scores, classes, params.high, params.low)
-    gtag, roi = global_tag(roi)
+    raw = roi_map(scores, classes, params.high, params.low)
+    gtag, roi = global_tag(raw)
     centres = patch_centres(roi, params.num_patches, params.patch_size, rng)
     rows = []
     half = params.patch_size // 2
     for cy, cx in centres:
         y0, x0 = int(cy) - half, int(cx) - half
         y1, x1 = y0 + params.patch_size, x0 + params.patch_size
-        rows.append((y0, x0, y1, x1, local_tag(roi[y0:y1, x0:x1], params)))
+        rows.append((y0, x0, y1, x1, local_tag(roi[y0:y1, x0:x1], params, raw[y0:y1, x0:x1])))
     return gtag, np.asarray(rows, np.int32).reshape(-1, 5)
 
 

@@ -81,3 +81,12 @@ def test_tag_correct():
     gt[0, :] = 7
     assert tag_correct(gt, 0) is True  # 10 % foreground
     assert tag_correct(gt, UNCERTAIN) is None
+
+
+def test_index_sum_counts_uncertain_as_one_before_relabelling():
+    raw = np.zeros((10, 10), np.int16)
+    raw[:2, :] = UNCERTAIN  # 20 % uncertain; after relabelling they would carry class 9
+    relabelled = np.where(raw == UNCERTAIN, 9, raw).astype(np.int16)
+    official = TagParams(bg_rule="index_sum")
+    assert local_tag(relabelled, official, raw) == 0  # sum(u)/area = 0.2 <= 0.2
+    assert local_tag(relabelled, official) == 9  # without the raw map the share would be 1.8

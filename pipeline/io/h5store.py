@@ -83,7 +83,8 @@ class ArtifactWriter:
     def __enter__(self) -> ArtifactWriter:
         self._ctx = atomic_path(self.path)
         tmp = self._ctx.__enter__()
-        self._file = h5py.File(tmp, "w")
+        # libver v110: compact per-dataset object headers (~0.5 KB instead of ~3.8 KB per image).
+        self._file = h5py.File(tmp, "w", libver=("v110", "latest"))
         attrs = self._file.attrs
         attrs["schema_version"] = SCHEMA_VERSION
         attrs["artifact"] = self.artifact
@@ -249,7 +250,7 @@ def merge_shards(shards: list[str | os.PathLike], out: str | os.PathLike) -> Non
         raise PipelineError(f"{out}: no shards to merge")
     readers = [ArtifactReader(p) for p in shards]
     first = readers[0].root_attrs
-    with atomic_path(out) as tmp, h5py.File(tmp, "w") as dst:
+    with atomic_path(out) as tmp, h5py.File(tmp, "w", libver=("v110", "latest")) as dst:
         for k, v in first.items():
             dst.attrs[k] = v
         dst.attrs["shards"] = len(shards)
