@@ -48,3 +48,25 @@ def scores_to_label(scores: np.ndarray, classes: Sequence[int], bg_threshold: fl
     stacked = np.concatenate([np.full((1, *scores.shape[1:]), bg_threshold, scores.dtype), scores])
     keys = np.asarray([0, *classes], np.uint8)
     return keys[stacked.argmax(0)]
+
+
+def dual_threshold_labels(scores: np.ndarray, classes: Sequence[int], fg_threshold: float,
+                          bg_threshold: float) -> np.ndarray:
+    """IRN's cam_to_ir_label thresholds without the CRF: uint8 HxW, 255 = uncertain.
+
+    Foreground = argmax class where the best CAM score exceeds `fg_threshold` (IRN's
+    conf_fg_thres 0.30); background (0) where it is at most `bg_threshold` (conf_bg_thres 0.05);
+    everything in between is uncertain. `scores` are K max-normalised planes (K x H x W) of the
+    1-based `classes`; an image without classes is all background.
+    """
+    if not 0.0 <= bg_threshold <= fg_threshold:
+        raise ValueError(f"need 0 <= bg_threshold ({bg_threshold}) <= fg_threshold ({fg_threshold})")
+    if len(classes) != scores.shape[0]:
+        raise ValueError(f"{scores.shape[0]} score planes for {len(classes)} classes")
+    if len(classes) == 0:
+        return np.zeros(scores.shape[1:], np.uint8)
+    fg = scores_to_label(scores, classes, fg_threshold)
+    best = scores.max(0)
+    # ties at exactly fg_threshold go to background in IRN's argmax (bg plane first); keep that
+    labels = np.where(best > bg_threshold, np.uint8(255), np.uint8(0)).astype(np.uint8)
+    return np.where(fg > 0, fg, labels).astype(np.uint8)

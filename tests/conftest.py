@@ -40,6 +40,9 @@ def tiny_config() -> dict:
     cfg["synthetic"].update(TINY_SPEC)
     cfg["cam"].update(epochs=2, batch_size=8, crop_size=64, resize_long=[56, 80], scales=[1.0, 0.5], ckpt_every=5)
     cfg["tagging"].update(patch_size=12)
+    cfg["csd"].update(paste_batch=4, crop_size=64, resize_long=[56, 80])
+    cfg["seco"].update(iterations=6, crop_size=48, proj_hidden=32, queue_size=48, ckpt_every=3, backbone_kwargs={"patch_size": 8, "depth": 4, "embed_dim": 32, "num_heads": 2, "img_size": 48}, schedule={"ptc_after": -1, "contrast_after": 1, "seg_after": 2, "prototypes_from": 1, "roi_final_cam_from": 4, "seg_final_cam_from": 0})
+    cfg["deeplab"].update(iterations=6, batch_size=4, crop_size=48, ckpt_every=3, test_scales=[1.0], test_flip=False)
     return cfg
 
 

@@ -126,3 +126,15 @@ def test_killed_training_resumes_from_checkpoint(tmp_path):
     assert match, log[-2000:]
     assert 0 < int(match.group(1)) < int(match.group(2))
     assert (work / target).exists()
+
+
+def test_every_rule_carries_the_code_hash_of_its_stage():
+    """Each rule's params include stage_code("pipeline.X") for the module its shell runs."""
+    rules_dir = REPO / "workflow/rules"
+    for smk in rules_dir.glob("*.smk"):
+        for block in re.split(r"\n(?=rule )", smk.read_text()):
+            module = re.search(r"python -m (pipeline\.[\w.]+)", block)
+            if not block.startswith("rule ") or not module:
+                continue
+            assert f'code=stage_code("{module.group(1)}")' in block, f"{smk.name}: {block.splitlines()[0]}"
+            assert "resources:" in block, f"{smk.name}: {block.splitlines()[0]} has no resources"

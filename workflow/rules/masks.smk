@@ -1,1 +1,331 @@
-# Pseudo masks, CRF, DeepLab, evaluation and report. Filled in by the masks/DeepLab issue.
+# Pseudo masks -> dense CRF -> DeepLab -> evaluation -> summary table and report.
+# Included LAST, so SEED_METHODS (each method's rule file appends its name) is complete here.
+# Every method with seeds gets masks, CRF, DeepLab and its evaluation; GT_METHOD ("gt") is the
+# fully supervised ceiling: the same DeepLab trained on the GT masks of the same images.
+# The CRF (single-threaded C++) is sharded across jobs with scatter/gather
+# (`--set-scatter crf=N`) and across `crf.processes` worker processes within a job.
+
+GT_METHOD = "gt"
+MASK_METHODS = list(SEED_METHODS)
+DEEPLAB_METHODS = MASK_METHODS + [GT_METHOD]
+SEED_SOURCES = {"cam": "results/cam/{method}/cams.h5", "seg_logits": "results/{method}/seg_logits.h5"}
+
+for _m in MASK_METHODS:
+    if _m not in config["masks"]["methods"]:
+        raise ValueError(f"config key masks.methods.{_m}: missing (method {_m!r} has seeds, so it needs a mask recipe)")
+
+
+scattergather:
+    crf=config["crf"]["shards"],
+
+
+# Per-method inputs, resolved at parse time (the rules pick them with one-line lambdas).
+SEED_SOURCE = {m: SEED_SOURCES[config["masks"]["methods"][m]["source"]].format(method=m) for m in MASK_METHODS}
+INDEX = "results/dataset/index.json"
+# DeepLab trains on a method's refined (or raw) pseudo masks; the ceiling only on the dataset's GT.
+_TRAIN_MASK = "crf.h5" if config["masks"]["train_on"] == "crf" else "masks.h5"
+TRAIN_INPUTS = {m: {"index": INDEX, "masks": f"results/masks/{m}/{_TRAIN_MASK}"} for m in MASK_METHODS}
+TRAIN_INPUTS[GT_METHOD] = {"index": INDEX}
+# Qualitative rows: CAM and pseudo mask where the method has them (not the ceiling).
+QUALITATIVE_INPUTS = {
+    m: {"index": INDEX, "pred": f"results/deeplab/{m}/pred_crf.h5"}
+    | ({"cams": f"results/cam/{m}/cams.h5", "masks": f"results/masks/{m}/crf.h5"} if m != GT_METHOD else {})
+    for m in DEEPLAB_METHODS
+}
+
+
+rule export_masks:
+    input:
+        index="results/dataset/index.json",
+        source=lambda w: SEED_SOURCE[w.method],
+    output:
+        "results/masks/{method}/masks.h5",
+    wildcard_constraints:
+        method="|".join(MASK_METHODS),
+    log:
+        "logs/export_masks/{method}.log",
+    benchmark:
+        "benchmarks/export_masks/{method}.tsv"
+    conda:
+        ENV
+    resources:
+        **RES_CPU,
+    params:
+        code=stage_code("pipeline.export_masks"),
+        cfg=stage_cfg("dataset", "masks"),
+    shell:
+        "python -m pipeline.export_masks --cfg {params.cfg:q} --index {input.index} --method {wildcards.method}"
+        " --source {input.source} --out {output} > {log} 2>&1"
+
+
+rule crf_masks:
+    input:
+        index="results/dataset/index.json",
+        source=lambda w: SEED_SOURCE[w.method],
+    output:
+        temp("results/masks/{method}/crf_shards/{scatteritem}.h5"),
+    wildcard_constraints:
+        method="|".join(MASK_METHODS),
+    log:
+        "logs/crf_masks/{method}/{scatteritem}.log",
+    benchmark:
+        "benchmarks/crf_masks/{method}/{scatteritem}.tsv"
+    conda:
+        ENV
+    threads: config["crf"]["processes"]
+    resources:
+        **RES_CPU,
+    params:
+        code=stage_code("pipeline.crf_stage"),
+        cfg=stage_cfg("dataset", "masks", "crf"),
+    shell:
+        "python -m pipeline.crf_stage --cfg {params.cfg:q} --index {input.index} --target masks"
+        " --method {wildcards.method} --source {input.source} --shard {wildcards.scatteritem}"
+        " --processes {threads} --out {output} > {log} 2>&1"
+
+
+rule gather_crf_masks:
+    input:
+        gather.crf("results/masks/{{method}}/crf_shards/{scatteritem}.h5"),
+    output:
+        "results/masks/{method}/crf.h5",
+    wildcard_constraints:
+        method="|".join(MASK_METHODS),
+    log:
+        "logs/gather_crf_masks/{method}.log",
+    benchmark:
+        "benchmarks/gather_crf_masks/{method}.tsv"
+    conda:
+        ENV
+    resources:
+        **RES_CPU,
+    params:
+        code=stage_code("pipeline.gather_shards"),
+        cfg=stage_cfg(),
+    shell:
+        "python -m pipeline.gather_shards --cfg {params.cfg:q} --shards {input} --out {output} > {log} 2>&1"
+
+
+rule eval_masks:
+    input:
+        index="results/dataset/index.json",
+        masks="results/masks/{method}/masks.h5",
+        crf="results/masks/{method}/crf.h5",
+    output:
+        summary="results/masks/{method}/eval_masks.json",
+        classes_raw="results/masks/{method}/eval_masks_classes.tsv",
+        classes_crf="results/masks/{method}/eval_crf_classes.tsv",
+    wildcard_constraints:
+        method="|".join(MASK_METHODS),
+    log:
+        "logs/eval_masks/{method}.log",
+    benchmark:
+        "benchmarks/eval_masks/{method}.tsv"
+    conda:
+        ENV
+    resources:
+        **RES_CPU,
+    params:
+        code=stage_code("pipeline.eval_masks"),
+        cfg=stage_cfg("dataset"),
+    shell:
+        "python -m pipeline.eval_masks --cfg {params.cfg:q} --index {input.index} --method {wildcards.method}"
+        " --masks {input.masks} --crf {input.crf} --summary {output.summary}"
+        " --classes-raw {output.classes_raw} --classes-crf {output.classes_crf} > {log} 2>&1"
+
+
+rule train_deeplab:
+    input:
+        unpack(lambda w: TRAIN_INPUTS[w.method]),
+    output:
+        "results/deeplab/{method}/model_final.pth",
+    wildcard_constraints:
+        method="|".join(DEEPLAB_METHODS),
+    log:
+        "logs/train_deeplab/{method}.log",
+    benchmark:
+        "benchmarks/train_deeplab/{method}.tsv"
+    conda:
+        ENV
+    threads: 1
+    resources:
+        **RES_TRAIN,
+    params:
+        code=stage_code("pipeline.train_deeplab"),
+        cfg=stage_cfg("seed", "dataset", "runtime", "deeplab"),
+        run_dir="results/runs/train_deeplab/{method}",
+        masks=lambda w, input: f"--masks {input.masks}" if "masks" in input.keys() else "",
+    shell:
+        "python -m pipeline.train_deeplab --cfg {params.cfg:q} --index {input.index} --gpus {resources.gpu}"
+        " --threads {threads} --method {wildcards.method} {params.masks} --out {output}"
+        " --ckpt-dir {params.run_dir} --metrics {params.run_dir}/metrics.csv > {log} 2>&1"
+
+
+rule infer_deeplab:
+    input:
+        index="results/dataset/index.json",
+        model="results/deeplab/{method}/model_final.pth",
+    output:
+        "results/deeplab/{method}/logits.h5",
+    wildcard_constraints:
+        method="|".join(DEEPLAB_METHODS),
+    log:
+        "logs/infer_deeplab/{method}.log",
+    benchmark:
+        "benchmarks/infer_deeplab/{method}.tsv"
+    conda:
+        ENV
+    threads: 1
+    resources:
+        **RES_GPU,
+    params:
+        code=stage_code("pipeline.infer_deeplab"),
+        cfg=stage_cfg("seed", "dataset", "runtime", "deeplab", "report"),
+    shell:
+        "python -m pipeline.infer_deeplab --cfg {params.cfg:q} --index {input.index} --gpus {resources.gpu}"
+        " --threads {threads} --model {input.model} --out {output} > {log} 2>&1"
+
+
+rule crf_predictions:
+    input:
+        index="results/dataset/index.json",
+        source="results/deeplab/{method}/logits.h5",
+    output:
+        temp("results/deeplab/{method}/crf_shards/{scatteritem}.h5"),
+    wildcard_constraints:
+        method="|".join(DEEPLAB_METHODS),
+    log:
+        "logs/crf_predictions/{method}/{scatteritem}.log",
+    benchmark:
+        "benchmarks/crf_predictions/{method}/{scatteritem}.tsv"
+    conda:
+        ENV
+    threads: config["crf"]["processes"]
+    resources:
+        **RES_CPU,
+    params:
+        code=stage_code("pipeline.crf_stage"),
+        cfg=stage_cfg("dataset", "crf"),
+    shell:
+        "python -m pipeline.crf_stage --cfg {params.cfg:q} --index {input.index} --target predictions"
+        " --method {wildcards.method} --source {input.source} --shard {wildcards.scatteritem}"
+        " --processes {threads} --out {output} > {log} 2>&1"
+
+
+rule gather_crf_predictions:
+    input:
+        gather.crf("results/deeplab/{{method}}/crf_shards/{scatteritem}.h5"),
+    output:
+        "results/deeplab/{method}/pred_crf.h5",
+    wildcard_constraints:
+        method="|".join(DEEPLAB_METHODS),
+    log:
+        "logs/gather_crf_predictions/{method}.log",
+    benchmark:
+        "benchmarks/gather_crf_predictions/{method}.tsv"
+    conda:
+        ENV
+    resources:
+        **RES_CPU,
+    params:
+        code=stage_code("pipeline.gather_shards"),
+        cfg=stage_cfg(),
+    shell:
+        "python -m pipeline.gather_shards --cfg {params.cfg:q} --shards {input} --out {output} > {log} 2>&1"
+
+
+rule eval_deeplab:
+    input:
+        index="results/dataset/index.json",
+        logits="results/deeplab/{method}/logits.h5",
+        crf="results/deeplab/{method}/pred_crf.h5",
+    output:
+        summary="results/deeplab/{method}/eval_deeplab.json",
+        classes_raw="results/deeplab/{method}/eval_deeplab_classes.tsv",
+        classes_crf="results/deeplab/{method}/eval_deeplab_crf_classes.tsv",
+        png=directory("results/deeplab/{method}/pred_png"),
+    wildcard_constraints:
+        method="|".join(DEEPLAB_METHODS),
+    log:
+        "logs/eval_deeplab/{method}.log",
+    benchmark:
+        "benchmarks/eval_deeplab/{method}.tsv"
+    conda:
+        ENV
+    resources:
+        **RES_CPU,
+    params:
+        code=stage_code("pipeline.eval_deeplab"),
+        cfg=stage_cfg("dataset"),
+    shell:
+        "python -m pipeline.eval_deeplab --cfg {params.cfg:q} --index {input.index} --method {wildcards.method}"
+        " --logits {input.logits} --crf {input.crf} --summary {output.summary}"
+        " --classes-raw {output.classes_raw} --classes-crf {output.classes_crf} --png-dir {output.png} > {log} 2>&1"
+
+
+rule summarize:
+    input:
+        seeds=expand("results/cam/{method}/eval_cam.json", method=MASK_METHODS),
+        masks=expand("results/masks/{method}/eval_masks.json", method=MASK_METHODS),
+        finals=expand("results/deeplab/{method}/eval_deeplab.json", method=MASK_METHODS),
+        ceiling=f"results/deeplab/{GT_METHOD}/eval_deeplab.json",
+    output:
+        tsv=report("results/summary.tsv", caption="../report/summary_tsv.rst", category="Summary"),
+        json="results/summary.json",
+        classes_tsv="results/report/per_class_iou.tsv",
+        html=report("results/report/summary.html", caption="../report/summary.rst", category="Summary"),
+        classes_html=report("results/report/per_class.html", caption="../report/per_class.rst", category="Per-class IoU"),
+        chart_val=report("results/report/per_class_val_iou.png", caption="../report/chart_val.rst", category="Per-class IoU"),
+        chart_mask=report("results/report/per_class_mask_iou.png", caption="../report/chart_mask.rst", category="Per-class IoU"),
+    log:
+        "logs/summarize/summarize.log",
+    benchmark:
+        "benchmarks/summarize/summarize.tsv"
+    conda:
+        ENV
+    resources:
+        **RES_CPU,
+    params:
+        code=stage_code("pipeline.summarize"),
+        cfg=stage_cfg(),
+        methods=" ".join(MASK_METHODS),
+        ceiling_method=GT_METHOD,
+    shell:
+        "python -m pipeline.summarize --cfg {params.cfg:q} --methods {params.methods} --seed-evals {input.seeds}"
+        " --mask-evals {input.masks} --final-evals {input.finals} --ceiling {input.ceiling}"
+        " --ceiling-method {params.ceiling_method}"
+        " --tsv {output.tsv} --json {output.json} --classes-tsv {output.classes_tsv} --html {output.html}"
+        " --classes-html {output.classes_html} --chart-val {output.chart_val} --chart-mask {output.chart_mask}"
+        " > {log} 2>&1"
+
+
+rule report_qualitative:
+    input:
+        unpack(lambda w: QUALITATIVE_INPUTS[w.method]),
+    output:
+        report("results/report/qualitative/{method}.png", caption="../report/qualitative.rst",
+               category="Qualitative", subcategory="{method}"),
+    wildcard_constraints:
+        method="|".join(DEEPLAB_METHODS),
+    log:
+        "logs/report_qualitative/{method}.log",
+    benchmark:
+        "benchmarks/report_qualitative/{method}.tsv"
+    conda:
+        ENV
+    resources:
+        **RES_CPU,
+    params:
+        code=stage_code("pipeline.report_qualitative"),
+        cfg=stage_cfg("seed", "dataset", "report"),
+        extra=lambda w, input: " ".join(f"--{k} {input[k]}" for k in ("cams", "masks") if k in input.keys()),
+    shell:
+        "python -m pipeline.report_qualitative --cfg {params.cfg:q} --index {input.index} --method {wildcards.method}"
+        " {params.extra} --pred {input.pred} --out {output} > {log} 2>&1"
+
+
+FINAL_OUTPUTS += [
+    "results/summary.tsv",
+    "results/report/summary.html",
+    *expand("results/report/qualitative/{method}.png", method=DEEPLAB_METHODS),
+]

@@ -1,0 +1,1 @@
+"""Report helpers: the fixed qualitative subset, Pillow figures and HTML tables."""
