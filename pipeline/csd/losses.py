@@ -4,7 +4,7 @@
     L_fg = sum_b sum_cells w_fg * KL_c( softmax(cmm(A_S) * tau) || softmax(cmm(A_fg)) ) / B
            on cells fully inside the pasted object where the source is confident (smm > 0.5);
     L_bg = sum_b sum_cells w_bg * KL_bg( softmax([A_S, 0.1]) || softmax(10 * [A_bg, 0.1]) ) / B
-           on cells fully inside the pasted background;
+           on cells fully inside the pasted background (A: raw or image-max-normalised CAMs);
 KL_c keeps only the term of channel c (the pasted class; the background channel for L_bg).
 The source maps A_S come from the same network, without gradient, in eval mode. w are purity
 weights: a spatial softmax of each pasted image's normalised class entropy over its pasted cells.
