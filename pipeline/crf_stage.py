@@ -88,7 +88,7 @@ def refine_all(ids: list[str], processes: int, *refiner_args) -> Iterator[tuple[
         for image_id in ids:
             yield refiner(image_id)
         return
-    # forkserver: workers fork from a fresh server process that imported this module once, so they
+    # forkserver: workers fork from a fresh server process that imported this (torch-free) module once, so they
     # start in milliseconds (spawn re-imports torch per worker) and never inherit an OpenMP pool
     # the parent may have started (a plain fork could deadlock on it).
     ctx = mp.get_context("forkserver")

@@ -8,12 +8,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from pipeline.config import parse_cfg, require, setup_logging, stage_parser
 from pipeline.data import SegDataset, open_dataset
 from pipeline.index_dataset import load_index
-from pipeline.runtime import GpuLease, launch
 
 log = logging.getLogger("pipeline")
 
@@ -30,6 +27,8 @@ def parse(p: argparse.ArgumentParser, argv: list[str] | None) -> tuple[argparse.
     args = p.parse_args(argv)
     setup_logging()
     if getattr(args, "threads", 0):
+        import torch  # not at module level: CPU-only stages (CRF workers) import this module
+
         torch.set_num_threads(args.threads)
     return args, parse_cfg(args.cfg)
 
@@ -55,5 +54,7 @@ def split_ids(index: dict, *roles: str) -> list[str]:
 def run_gpu_job(fn: Callable[..., Any], gpus: int, *args: Any) -> None:
     """Lease `gpus` physical GPUs (no-op on CPU / under SLURM) and run `fn(rank, world, *args)`,
     on `gpus` DDP processes when more than one is asked for."""
+    from pipeline.runtime import GpuLease, launch
+
     with GpuLease(max(gpus, 0)):
         launch(fn, max(gpus, 1), *args)

@@ -91,3 +91,34 @@ def test_stages_are_deterministic(tiny_run, tmp_path):
     for rel in ("results/cam/baseline/eval_cam.json", "results/tags/baseline/tag_accuracy.json"):
         assert (work / rel).read_text() == (other / rel).read_text()
     shutil.rmtree(other)
+
+
+def test_benchmark_document_from_finished_run(tiny_run, tmp_path):
+    """The benchmark command on a finished run: no-op rerun, CRF on 1 and 2 processes, CAM cache check, document."""
+    work, cfg = tiny_run
+    bench = tmp_path / "bench"
+    (bench / cfg.stem).mkdir(parents=True)
+    (bench / cfg.stem / "seed0").symlink_to(work)
+    out = tmp_path / "BENCHMARKS.md"
+    p = subprocess.run(["python", "-m", "pipeline.bench.run", "--preset", str(cfg), "--seeds", "0", "--skip-dag",
+                        "--workdir", str(bench), "--out", str(out), "--crf-repeats", "1", "--cache-images", "4"],
+                       capture_output=True, text=True, cwd=REPO, env=tool_env())
+    assert p.returncode == 0, p.stderr[-3000:]
+    figures = json.loads((bench / "bench.json").read_text())["presets"][cfg.stem]
+    assert figures["noop"]["jobs"] == 0
+    assert set(figures["crf"]["images_per_s"]) == {"1", "2"} and all(v > 0 for v in figures["crf"]["images_per_s"].values())
+    assert figures["cam_cache"]["images"] == 4 and abs(figures["cam_cache"]["cache_minus_full"]) < 0.2
+    kinds = {r["artifact"] for r in figures["storage"]}
+    assert {"scores", "mask", "logits", "tags"} <= kinds and all(r["bytes_per_pixel"] > 0 for r in figures["storage"])
+    seed = figures["seeds"]["0"]
+    assert {"baseline", "csd", "seco", "gt"} <= set(seed["quality"]["rows"])
+    assert seed["stages"]["train_cam"]["wall_s"] > 0 and seed["training"]["train_cam/baseline"]["it_per_s"] > 0
+    assert seed["throughput"]["make_cam/baseline"]["images_per_s"] > 0
+    text = out.read_text()
+    for heading in ("## Goals", "## Quality", "## Speed", "## Storage", "## GPU", "not measured"):
+        assert heading in text
+    # The document is a function of bench.json alone.
+    again = tmp_path / "again.md"
+    subprocess.run(["python", "-m", "pipeline.bench.run", "--render-only", "--workdir", str(bench), "--out", str(again)],
+                   check=True, capture_output=True, cwd=REPO, env=tool_env())
+    assert again.read_text() == text

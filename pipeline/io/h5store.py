@@ -233,15 +233,27 @@ def upsample_scores(data: np.ndarray, stride: int, size: tuple[int, int]) -> np.
     """Bilinear upsampling of stride-s maps to (H, W), aligned like IRN's `high_res`.
 
     A stride-s map of ceil(H/s) cells covers s*ceil(H/s) pixels; upsample to that extent and
-    crop, so cell centres stay on the pixels they were computed from.
+    crop, so cell centres stay on the pixels they were computed from. Same sampling as
+    `F.interpolate(mode="bilinear", align_corners=False)`, in NumPy: the CPU-only stages that
+    read scores (CRF workers, evaluations) then start without importing torch.
     """
-    import torch
-    import torch.nn.functional as F
-
     h, w = size
-    t = torch.from_numpy(np.ascontiguousarray(data))[None]
-    up = F.interpolate(t, size=(data.shape[1] * stride, data.shape[2] * stride), mode="bilinear", align_corners=False)
-    return up[0, :, :h, :w].numpy()
+    rows = _linear_taps(data.shape[1], stride, h)
+    cols = _linear_taps(data.shape[2], stride, w)
+    x = np.asarray(data, dtype=np.float32)
+    x = x[:, rows[0], :] * rows[2][:, None] + x[:, rows[1], :] * rows[3][:, None]
+    return x[:, :, cols[0]] * cols[2] + x[:, :, cols[1]] * cols[3]
+
+
+def _linear_taps(n_in: int, stride: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Source indices and weights of the first `n_out` of `n_in * stride` linear samples
+    (half-pixel centres, clamped at the border, as torch's align_corners=False)."""
+    src = np.maximum((np.arange(n_out, dtype=np.float32) + np.float32(0.5)) / np.float32(stride) - np.float32(0.5),
+                     np.float32(0))
+    i0 = np.minimum(src.astype(np.int64), n_in - 1)
+    i1 = np.minimum(i0 + 1, n_in - 1)
+    w1 = (src - i0).astype(np.float32)
+    return i0, i1, np.float32(1) - w1, w1
 
 
 def merge_shards(shards: list[str | os.PathLike], out: str | os.PathLike) -> None:

@@ -1,7 +1,8 @@
 """GPU job runtime shared by every training and inference stage.
 
     lease        GpuLease: distinct physical GPUs per concurrent Snakemake job (flock based)
-    device       select_device, setup_precision, autocast   (runtime.device, runtime.amp)
+    device       select_device, setup_precision, autocast   (runtime.device, runtime.amp);
+                 reset_peak_memory, peak_memory_gib (peak CUDA memory of a loop)
     distributed  launch + DDP helpers (batch size is per process; lr is never rescaled)
     loader       ResumableLoader: endless, seeded, rank-sharded, resumable batches
     checkpoint   save_checkpoint / load_latest (resume) and save_final / load_final (outputs)
@@ -24,6 +25,8 @@ _EXPORTS = {
     "select_device": "device",
     "setup_precision": "device",
     "autocast": "device",
+    "reset_peak_memory": "device",
+    "peak_memory_gib": "device",
     "launch": "distributed",
     "is_distributed": "distributed",
     "is_main": "distributed",
@@ -56,6 +59,8 @@ __all__ = [
     "select_device",
     "setup_precision",
     "autocast",
+    "reset_peak_memory",
+    "peak_memory_gib",
     "launch",
     "is_distributed",
     "is_main",
@@ -97,7 +102,13 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # static analysers and IDEs see the real names
     from pipeline.runtime.checkpoint import load_final, load_latest, save_checkpoint, save_final
-    from pipeline.runtime.device import autocast, select_device, setup_precision
+    from pipeline.runtime.device import (
+        autocast,
+        peak_memory_gib,
+        reset_peak_memory,
+        select_device,
+        setup_precision,
+    )
     from pipeline.runtime.distributed import (
         all_gather_objects,
         all_reduce_mean,

@@ -85,3 +85,19 @@ def autocast(device: torch.device, amp: str = "off") -> Iterator[None]:
             yield
     else:
         yield
+
+
+def reset_peak_memory(device: torch.device) -> None:
+    """Start a new peak-memory window on a CUDA `device` (no-op elsewhere), so a loop run after
+    other work in the same process reports its own peak, not the process's."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_memory_gib(device: torch.device) -> float | None:
+    """Peak memory held by tensors on a CUDA `device` since the last reset, in GiB
+    (`torch.cuda.max_memory_allocated`: the caching allocator's reserve is not counted);
+    None on other devices, which have no such counter."""
+    if device.type != "cuda":
+        return None
+    return torch.cuda.max_memory_allocated(device) / 2**30

@@ -37,11 +37,14 @@ from pipeline.errors import PipelineError
 from pipeline.io.atomic import atomic_path
 from pipeline.runtime import distributed
 from pipeline.runtime.checkpoint import load_latest, save_checkpoint
+from pipeline.runtime.device import peak_memory_gib, reset_peak_memory
 from pipeline.runtime.rng import capture_rng_state, restore_rng_state, seed_everything
 
 log = logging.getLogger(__name__)
 
 _RESERVED_EXTRA = ("data", "_trainer")
+# Metrics CSV column (CUDA runs only): peak tensor memory of the loop so far, GiB.
+PEAK_MEM_KEY = "peak_mem_gib"
 
 
 class Stateful(Protocol):
@@ -140,6 +143,9 @@ def run_loop(step_fn: Callable[[int], Mapping[str, float]], state: TrainState, c
 
     metrics = _MetricsCSV(cfg.metrics_csv, keep_upto=start - 1) if main else None
     progress = _Progress(cfg, start) if main else None
+    # CPU runs get no memory column, so their metrics stay exactly as they were.
+    device = _param_device(state.model)
+    reset_peak_memory(device)
     t0 = time.perf_counter()
     try:
         for it in range(start, cfg.max_iters):
@@ -147,6 +153,9 @@ def run_loop(step_fn: Callable[[int], Mapping[str, float]], state: TrainState, c
             lr = float(state.optimizer.param_groups[0]["lr"])
             logs = {k: float(v) for k, v in step_fn(it).items()}
             lr = logs.pop("lr", lr)
+            peak = peak_memory_gib(device)
+            if peak is not None:
+                logs[PEAK_MEM_KEY] = peak
             state.iteration = it
             elapsed = elapsed0 + time.perf_counter() - t0
             if metrics is not None and progress is not None:
@@ -159,6 +168,14 @@ def run_loop(step_fn: Callable[[int], Mapping[str, float]], state: TrainState, c
             metrics.close()
         if progress is not None:
             progress.close()
+    peak = peak_memory_gib(device)
+    if main and peak is not None:
+        log.info("%s: peak %s memory %.2f GiB (tensors)", cfg.desc, device, peak)
+
+
+def _param_device(model: nn.Module) -> torch.device:
+    """Where the model's parameters live (CPU for a model without any)."""
+    return next(model.parameters(), torch.empty(0)).device
 
 
 def _checkpoint(state: TrainState, cfg: TrainLoopConfig, it: int, elapsed: float, world: int) -> None:

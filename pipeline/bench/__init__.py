@@ -1,0 +1,1 @@
+"""Benchmark commands: the CPU DAG benchmark (`run`) and the GPU micro-benchmark (`gpu`)."""

@@ -1,0 +1,259 @@
+"""Render docs/BENCHMARKS.md from the figures `pipeline.bench.run` recorded (bench.json)."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from typing import Any
+
+QUALITY = (("seed_miou", "seed"), ("mask_miou", "mask"), ("mask_crf_miou", "mask+CRF"), ("val_miou", "final"),
+           ("val_crf_miou", "final+CRF"), ("ratio_to_ceiling", "÷ceiling"), ("cooc_seed", "co-occ. seed"),
+           ("cooc_val", "co-occ. final"), ("context_fa_seed", "ctx FA seed"),
+           ("context_fa_decoupled", "ctx FA decoupled"))
+GPU_COMMAND = "python -m pipeline.bench.gpu --out results/bench/gpu.json"
+
+
+def _num(v: Any) -> float | None:
+    return None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
+
+
+def mean_std(values: list[Any], digits: int = 3) -> str:
+    vals = [x for x in (_num(v) for v in values) if x is not None]
+    if not vals:
+        return "–"
+    if len(vals) == 1:
+        return f"{vals[0]:.{digits}f}"
+    return f"{statistics.mean(vals):.{digits}f} ± {statistics.stdev(vals):.{digits}f}"
+
+
+def _mean(values: list[Any]) -> float | None:
+    vals = [x for x in (_num(v) for v in values) if x is not None]
+    return statistics.mean(vals) if vals else None
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return out + [""]
+
+
+def _fmt(v: Any, digits: int = 2) -> str:
+    v = _num(v) if not isinstance(v, str) else v
+    return "–" if v is None else (v if isinstance(v, str) else f"{v:.{digits}f}")
+
+
+def _seeds(p: dict) -> list[dict]:
+    return list(p["seeds"].values())
+
+
+def methods_of(p: dict) -> list[str]:
+    return list(_seeds(p)[0]["quality"]["methods"])
+
+
+def quality_section(name: str, p: dict) -> list[str]:
+    seeds = _seeds(p)
+    out = [f"### Quality: `{name}` ({len(seeds)} seed{'s' if len(seeds) > 1 else ''}: {', '.join(p['seeds'])})", ""]
+    out.append("mIoU of the CAM seeds and pseudo masks (training images) and of the final DeepLab (val), before "
+               "and after the dense CRF; ÷ceiling = final+CRF over the DeepLab trained on GT masks of the same "
+               "images; co-occ. = mean co-occurrence confusion ratio; ctx FA = context false activation. "
+               "Mean ± sample standard deviation over seeds.")
+    out.append("")
+    rows = []
+    for m in methods_of(p):
+        rows.append([m, *(mean_std([s["quality"]["rows"][m].get(k) for s in seeds]) for k, _ in QUALITY)])
+    out += _table(["method", *(h for _, h in QUALITY)], rows)
+    pairs = sorted({pair for s in seeds for m in s["quality"]["cooccurrence_confusion"].values()
+                    for st in m.values() for pair in st})
+    stages = (("seed", "seed"), ("val_crf", "final"))
+    cols = [(m, st, label) for m in methods_of(p) for st, label in stages]
+    cc = [s["quality"]["cooccurrence_confusion"] for s in seeds]
+    out += ["Co-occurrence confusion ratio per co-occurring pair c→k (pixels of k predicted as c over the true "
+            "positives of c):", ""]
+    out += _table(["pair", *(f"{m} {label}" for m, _, label in cols)],
+                  [[pair, *(mean_std([c.get(m, {}).get(st, {}).get(pair) for c in cc], 2) for m, st, _ in cols)]
+                   for pair in pairs])
+    return out
+
+
+def speed_section(name: str, p: dict) -> list[str]:
+    seeds = _seeds(p)
+    out = [f"### Speed: `{name}`", ""]
+    dags = [s["dag"] for s in seeds if s.get("dag")]
+    if dags:
+        out.append("Whole DAG, wall time per seed: " + ", ".join(f"{d['wall_s'] / 60:.1f} min ({d['jobs']} jobs)"
+                                                                 for d in dags) + f". Command: `{dags[0]['command']}`.")
+    else:
+        out.append("Whole DAG wall time: not measured (run directories were reused with `--skip-dag`).")
+    out.append("")
+    rules = sorted({r for s in seeds for r in s["stages"]},
+                   key=lambda r: (-(_mean([s["stages"].get(r, {}).get("wall_s") for s in seeds]) or 0), r))
+    out.append("Per rule (Snakemake `benchmark:` files; summed over the rule's jobs, mean over seeds):")
+    out.append("")
+    out += _table(["rule", "jobs", "wall s", "CPU s", "peak RSS MB"],
+                  [[r, int(seeds[0]["stages"].get(r, {}).get("jobs", 0)),
+                    *(_fmt(_mean([s["stages"].get(r, {}).get(k) for s in seeds]), 1)
+                      for k in ("wall_s", "cpu_s", "max_rss_mb"))] for r in rules])
+    keys = sorted({k for s in seeds for k in s["throughput"]})
+    out.append("Throughput (the stages' own log lines, images/s; mean over seeds):")
+    out.append("")
+    out += _table(["stage/method", "images", "images/s"],
+                  [[k, seeds[0]["throughput"].get(k, {}).get("images", "–"),
+                    _fmt(_mean([s["throughput"].get(k, {}).get("images_per_s") for s in seeds]), 2)] for k in keys])
+    keys = sorted({k for s in seeds for k in s["training"]})
+    out.append("Training (trainer metrics CSV, first iteration excluded):")
+    out.append("")
+    out += _table(["run", "iterations", "it/s", "s/it"],
+                  [[k, seeds[0]["training"].get(k, {}).get("iterations", "–"),
+                    _fmt(_mean([s["training"].get(k, {}).get("it_per_s") for s in seeds]), 2),
+                    _fmt(1 / v if (v := _mean([s["training"].get(k, {}).get("it_per_s") for s in seeds])) else None, 3)]
+                   for k in keys])
+    crf = p.get("crf")
+    if crf:
+        rates = crf["images_per_s"]
+        out.append(f"Dense CRF (`pipeline.crf_stage`, {crf['method']} masks, {crf['images']} images, best of "
+                   f"{crf['repeats']} alternated runs): " + "; ".join(
+                       f"{k} process(es) {_fmt(v)} images/s (×{_fmt(crf['speedup'][k])})" for k, v in rates.items()) + ".")
+        out.append("")
+    noop = p.get("noop")
+    if noop:
+        out.append(f"No-op rerun after the full run: {noop['jobs']} jobs, {noop['wall_s']:.1f} s (`{noop['command']}`).")
+        out.append("")
+    return out
+
+
+def storage_section(name: str, p: dict) -> list[str]:
+    out = [f"### Storage: `{name}` (seed {next(iter(p['seeds']))})", ""]
+    out += _table(["artifact file", "kind", "images", "stride", "bytes", "bytes / image pixel"],
+                  [[r["path"], r["artifact"], r["images"], ",".join(map(str, r["stride"])) or "–", r["bytes"],
+                    _fmt(r["bytes_per_pixel"], 3)] for r in p["storage"]])
+    cam = p.get("cam_cache")
+    if cam:
+        out.append(f"CAM cache (float16, stride {cam['cam_stride']}, upsampled on read) vs the same network's CAMs "
+                   f"at full resolution in float32, {cam['images']} images, seed mIoU at threshold "
+                   f"{cam['bg_threshold']}: {cam['cache_miou']:.4f} vs {cam['full_res_miou']:.4f} "
+                   f"(difference {cam['cache_minus_full']:+.4f}).")
+        out.append("")
+    seco = [s["quality"].get("seco_cache") for s in _seeds(p) if s["quality"].get("seco_cache")]
+    if seco:
+        c = seco[0]
+        out.append(f"SeCo segmentation-logits cache (stride {c['logits_stride']}, float16 with reduced mantissa, "
+                   f"gzip) vs full-resolution float32 logits, argmax mIoU (measured by `infer_seco`): "
+                   f"{c['bytes_per_pixel']:.3f} bytes/pixel; difference eval "
+                   f"{mean_std([s['eval']['cache_minus_full'] for s in seco], 4)}, val "
+                   f"{mean_std([s['val']['cache_minus_full'] for s in seco], 4)}.")
+        out.append("")
+    return out
+
+
+def goals(figures: dict) -> list[list[str]]:
+    rows = []
+    for name, p in _presets(figures):
+        seeds = _seeds(p)
+        q = [s["quality"]["rows"] for s in seeds]
+        if "seco" in q[0]:
+            r = _mean([x["seco"]["ratio_to_ceiling"] for x in q])
+            rows.append([f"SeCo final mIoU ≥ 0.92 × ceiling (`{name}`)", _fmt(r, 3), _met(r is not None and r >= 0.92)])
+        base = _mean([x["baseline"]["cooc_val"] for x in q]) if "baseline" in q[0] else None
+        base_seed = _mean([x["baseline"]["cooc_seed"] for x in q]) if "baseline" in q[0] else None
+        for m in ("seco", "csd"):
+            if m in q[0] and base:
+                v, vs = _mean([x[m]["cooc_val"] for x in q]), _mean([x[m]["cooc_seed"] for x in q])
+                rows.append([f"{m} co-occurrence confusion ≤ 0.7 × baseline's, final predictions (`{name}`)",
+                             f"×{_fmt(v / base)} (seeds: ×{_fmt(vs / base_seed) if vs and base_seed else '–'})",
+                             _met(v <= 0.7 * base)])
+        cache = [s["quality"].get("seco_cache") for s in seeds if s["quality"].get("seco_cache")]
+        if cache:
+            bpp = max(c["bytes_per_pixel"] for c in cache)
+            loss = max(abs(c["val"]["cache_minus_full"]) for c in cache)
+            rows.append([f"score cache ≤ 1 B/pixel, mIoU loss ≤ 0.1 points (SeCo logits, `{name}`)",
+                         f"{bpp:.3f} B/px, {100 * loss:.3f} points", _met(bpp <= 1 and loss <= 0.001)])
+        cam = p.get("cam_cache")
+        if cam:
+            bpp = next((r["bytes_per_pixel"] for r in p["storage"] if r["path"].endswith("cam/baseline/cams.h5")), None)
+            loss = abs(cam["cache_minus_full"])
+            rows.append([f"score cache ≤ 1 B/pixel, mIoU loss ≤ 0.1 points (CAM scores, `{name}`)",
+                         f"{_fmt(bpp, 3)} B/px, {100 * loss:.3f} points",
+                         _met(bpp is not None and bpp <= 1 and loss <= 0.001)])
+        crf = p.get("crf")
+        if crf and "2" in {str(k) for k in crf["speedup"]}:
+            sp = {str(k): v for k, v in crf["speedup"].items()}["2"]
+            rows.append([f"CRF on 2 processes ≥ 1.8 × one (`{name}`)", f"×{sp:.2f}", _met(sp >= 1.8)])
+        noop = p.get("noop")
+        if noop:
+            rows.append([f"no-op rerun ≤ 5 s with 0 jobs (`{name}`)", f"{noop['wall_s']:.1f} s, {noop['jobs']} jobs",
+                         _met(noop["wall_s"] <= 5 and noop["jobs"] == 0)])
+        if name == "default":
+            walls = [s["dag"]["wall_s"] for s in seeds if s.get("dag")]
+            if walls:
+                rows.append([f"default DAG ≤ 10 min on {figures['machine']['cores']} CPU cores",
+                             ", ".join(f"{w / 60:.1f} min" for w in walls), _met(max(walls) <= 600)])
+    gpu = figures.get("gpu")
+    seco_it = _gpu_seco_s_per_it(gpu)
+    rows.append(["SeCo training ≤ 0.18 s/iter on one H100 (VOC setting)",
+                 "not measured (no GPU lent)" if seco_it is None else f"{seco_it:.3f} s/iter ({gpu.get('device')})",
+                 "–" if seco_it is None else _met(seco_it <= 0.18)])
+    return rows
+
+
+def _gpu_seco_s_per_it(gpu: dict | None) -> float | None:
+    """The faster precision's SeCo s/iter from `pipeline.bench.gpu`'s JSON."""
+    if not gpu or gpu.get("device") == "cpu":
+        return None
+    vals = [v["s_per_iter"] for v in gpu.get("seco", {}).values() if isinstance(v, dict) and v.get("s_per_iter")]
+    return min(vals) if vals else None
+
+
+def _presets(figures: dict) -> list[tuple[str, dict]]:
+    """Presets in the order they were run (bench.json stores its keys sorted)."""
+    return [(name, figures["presets"][name]) for name in figures.get("preset_order", sorted(figures["presets"]))]
+
+
+def _met(ok: bool) -> str:
+    return "met" if ok else "**missed**"
+
+
+def gpu_section(figures: dict) -> list[str]:
+    gpu = figures.get("gpu")
+    out = ["## GPU", ""]
+    if not gpu:
+        out += ["Not measured: no GPU was available where this document was generated. On a GPU machine run",
+                "", f"    {GPU_COMMAND}", "    python -m pipeline.bench.run --render-only --gpu-json results/bench/gpu.json",
+                "", "It times SeCo training at the VOC setting (ViT-B/16, 448 crop, batch 4) in fp32 and bf16, "
+                "the CAM export and DeepLab training, with peak GPU memory, on synthetic images of VOC size.", ""]
+        return out
+    out.append(f"Device: {gpu['device']} (torch {gpu['torch']}, CUDA {gpu['cuda']}); {gpu['iters']} iterations, "
+               f"first {gpu['warmup']} not timed; {gpu['images']} synthetic images with sides "
+               f"{gpu['image_sides'][0]}–{gpu['image_sides'][1]} px; command: `{GPU_COMMAND}`.")
+    out.append("")
+    rows = []
+    for stage, label in (("seco", "SeCo training"), ("deeplab", "DeepLab training")):
+        for precision, fig in gpu[stage].items():
+            if isinstance(fig, dict):
+                rows.append([f"{label} ({precision})", _fmt(fig["s_per_iter"], 3), "–", _fmt(fig["peak_mem_gib"], 2)])
+    cam = gpu["make_cam"]
+    rows.append(["CAM export", "–", _fmt(cam["images_per_s"], 1), _fmt(cam["peak_mem_gib"], 2)])
+    out += _table(["measurement", "s/iter", "images/s", "peak memory GiB"], rows)
+    return out
+
+
+def render(figures: dict) -> str:
+    m = figures["machine"]
+    out = ["# Benchmarks", "",
+           f"Generated by `{figures['command']}` on {m['date']}. Do not edit by hand: rerun the command "
+           "(`--render-only` rewrites this file from `results/bench/bench.json`).", "",
+           f"Machine: {m['cpu']}, {m['cores']} cores, {_fmt(m['memory_gib'], 1)} GiB RAM; {m['os']}; Python "
+           f"{m['python']}, torch {m['torch']} ({m['torch_threads']} threads); GPU: {m['cuda'] or 'none'}. "
+           "Timings on a shared machine are noisy; compare ratios measured in one run.", "",
+           "## Goals", ""]
+    out += _table(["goal", "measured", ""], goals(figures))
+    out += ["## Quality", ""]
+    for name, p in _presets(figures):
+        out += quality_section(name, p)
+    out += ["## Speed", ""]
+    for name, p in _presets(figures):
+        out += speed_section(name, p)
+    out += ["## Storage", ""]
+    for name, p in _presets(figures):
+        out += storage_section(name, p)
+    out += gpu_section(figures)
+    return "\n".join(out).rstrip() + "\n"

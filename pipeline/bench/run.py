@@ -1,0 +1,150 @@
+"""Benchmark command: run the DAG per config and seed, measure, write docs/BENCHMARKS.md.
+
+    python -m pipeline.bench.run                      # = --preset default --preset configs/bench.yaml:0 --seeds 0 1 2
+
+For each preset (`default` = config.yaml alone) and seed, the whole default DAG runs in its own
+Snakemake working directory `<workdir>/<preset>/seed<N>` (the dataset is the same for every
+seed: `synthetic.seed` is not the training seed). Then, on the first seed's run of each preset:
+a no-op rerun, CRF on 1 and 2 processes, and the compact-CAM-cache check. All figures go to
+`<workdir>/bench.json`; the document is rendered from that file alone, so `--render-only`
+rewrites it without running anything. A finished run directory is reused, not rerun (its
+`bench_run.json` records the timed run); `--force` reruns it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from pipeline.bench import collect, measure
+from pipeline.bench.document import render
+from pipeline.config import setup_logging
+from pipeline.errors import PipelineError, cli_entry
+from pipeline.eval.metrics import write_summary
+from pipeline.io.atomic import write_text_atomic
+
+log = logging.getLogger("pipeline.bench")
+
+
+def split_preset(arg: str, seeds: list[int]) -> tuple[str, list[int]]:
+    """`PATH` or `PATH:0,1,2` (that preset's own seeds; otherwise --seeds)."""
+    head, _, tail = arg.rpartition(":")
+    if head and re.fullmatch(r"\d+(,\d+)*", tail):
+        return head, [int(s) for s in tail.split(",")]
+    return arg, seeds
+
+
+def preset_name(preset: str) -> str:
+    return "default" if preset == "default" else Path(preset).stem
+
+
+def preset_path(preset: str) -> Path | None:
+    if preset == "default":
+        return None
+    path = Path(preset)
+    if not path.is_file():
+        raise PipelineError(f"--preset {preset}: no such file")
+    return path
+
+
+def machine() -> dict[str, Any]:
+    import torch
+
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem_gb = None
+    try:
+        mem_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    except (ValueError, OSError):
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": mem_gb, "os": platform.platform(),
+            "python": platform.python_version(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            "date": time.strftime("%Y-%m-%d %H:%M %Z")}
+
+
+def bench_preset(preset: str, seeds: list[int], args: argparse.Namespace) -> dict[str, Any]:
+    name, path = preset_name(preset), preset_path(preset)
+    out: dict[str, Any] = {"preset": preset, "seeds": {}}
+    for seed in seeds:
+        run = Path(args.workdir) / name / f"seed{seed}"
+        marker = run / "bench_run.json"
+        if args.render_only or (marker.exists() and not args.force):
+            dag = json.loads(marker.read_text()) if marker.exists() else None
+        elif args.skip_dag:
+            dag = None
+        else:
+            dag = measure.timed_dag(run, path, seed, args.cores)
+            write_text_atomic(marker, json.dumps(dag, indent=1))
+        if not (run / "results" / "summary.json").exists():
+            raise PipelineError(f"{run}: no finished DAG run (results/summary.json missing)")
+        out["seeds"][str(seed)] = {"dag": dag, "quality": collect.quality(run), "stages": collect.stage_times(run),
+                                   "throughput": collect.throughput(run), "training": collect.training_rates(run)}
+    first = Path(args.workdir) / name / f"seed{seeds[0]}"
+    measured = first / "bench_measurements.json"
+    if args.render_only or (measured.exists() and not args.force):
+        extra = json.loads(measured.read_text()) if measured.exists() else {}
+    else:
+        cfg = measure.merged_config(path, seeds[0])
+        extra = {"noop": measure.noop_rerun(first, path, seeds[0], args.cores),
+                 "crf": measure.crf_processes(first, cfg, "baseline", [1, 2], args.crf_repeats, args.crf_images),
+                 "cam_cache": measure.cam_cache_fidelity(first, cfg, "baseline", args.cache_images)}
+        write_text_atomic(measured, json.dumps(extra, indent=1))
+    out.update(extra)
+    out["storage"] = collect.storage(first)
+    return out
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", action="append", help="config preset over config.yaml, or 'default'; PATH:0,1 gives "
+                   "it its own seeds (repeatable; default: 'default' with --seeds and configs/bench.yaml:0)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds (config key `seed`)")
+    p.add_argument("--cores", type=int, default=2)
+    p.add_argument("--workdir", default="results/bench")
+    p.add_argument("--out", default="docs/BENCHMARKS.md")
+    p.add_argument("--gpu-json", default=None, help="figures from `python -m pipeline.bench.gpu` to include")
+    p.add_argument("--crf-images", type=int, default=240, help="at most this many eval images in the CRF timing")
+    p.add_argument("--crf-repeats", type=int, default=2)
+    p.add_argument("--cache-images", type=int, default=240, help="images in the CAM cache fidelity check")
+    p.add_argument("--skip-dag", action="store_true", help="use existing run directories as they are")
+    p.add_argument("--render-only", action="store_true", help="only rewrite the document from recorded figures")
+    p.add_argument("--force", action="store_true", help="rerun DAGs and measurements that were recorded")
+    args = p.parse_args(argv)
+    setup_logging()
+    presets = args.preset or ["default", "configs/bench.yaml:0"]
+    bench_json = Path(args.workdir) / "bench.json"
+    if args.render_only and bench_json.exists():
+        figures = json.loads(bench_json.read_text())
+    else:
+        figures = {"machine": machine(), "command": " ".join(["python -m pipeline.bench.run", *(sys.argv[1:] if argv is None else argv)]),
+                   "presets": {}}
+        for arg in presets:
+            preset, seeds = split_preset(arg, args.seeds)
+            figures["presets"][preset_name(preset)] = bench_preset(preset, seeds, args)
+        figures["preset_order"] = list(figures["presets"])
+    if args.gpu_json:
+        figures["gpu"] = collect.read_json(Path(args.gpu_json))
+    write_summary(bench_json, figures)
+    # Rendered from the file as written, so --render-only gives the same document.
+    write_text_atomic(args.out, render(json.loads(bench_json.read_text())))
+    log.info("wrote %s and %s", bench_json, args.out)
+
+
+if __name__ == "__main__":
+    main()
