@@ -80,8 +80,10 @@ def machine() -> dict[str, Any]:
 def bench_preset(preset: str, seeds: list[int], args: argparse.Namespace) -> dict[str, Any]:
     name, path = preset_name(preset), preset_path(preset)
     out: dict[str, Any] = {"preset": preset, "seeds": {}}
+    # Absolute: the measurements run stage commands inside the run directory.
+    root = Path(args.workdir).resolve() / name
     for seed in seeds:
-        run = Path(args.workdir) / name / f"seed{seed}"
+        run = root / f"seed{seed}"
         marker = run / "bench_run.json"
         if args.render_only or (marker.exists() and not args.force):
             dag = json.loads(marker.read_text()) if marker.exists() else None
@@ -94,7 +96,7 @@ def bench_preset(preset: str, seeds: list[int], args: argparse.Namespace) -> dic
             raise PipelineError(f"{run}: no finished DAG run (results/summary.json missing)")
         out["seeds"][str(seed)] = {"dag": dag, "quality": collect.quality(run), "stages": collect.stage_times(run),
                                    "throughput": collect.throughput(run), "training": collect.training_rates(run)}
-    first = Path(args.workdir) / name / f"seed{seeds[0]}"
+    first = root / f"seed{seeds[0]}"
     measured = first / "bench_measurements.json"
     if args.render_only or (measured.exists() and not args.force):
         extra = json.loads(measured.read_text()) if measured.exists() else {}
