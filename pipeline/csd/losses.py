@@ -58,9 +58,11 @@ def _with_background(maps: torch.Tensor, score: float) -> torch.Tensor:
 
 
 def image_max_normalized(maps: torch.Tensor) -> torch.Tensor:
-    """Maps divided by each image's (detached) maximum over classes and space: a rescaling into
-    [0, 1] that keeps the classes' relative strengths and gives the loss no gradient to scale."""
-    return maps / (maps.detach().flatten(1).amax(1).view(-1, 1, 1, 1) + EPS)
+    """Maps divided by each image's (detached) maximum over classes and space, when that exceeds
+    1: a rescaling into [0, 1] that keeps the classes' relative strengths and gives the loss no
+    gradient to scale. Maps whose maximum is below 1 are left as they are: dividing a near-zero
+    map by its maximum would multiply its gradient by up to 1/max (a training run diverged so)."""
+    return maps / maps.detach().flatten(1).amax(1).clamp_min(1.0).view(-1, 1, 1, 1)
 
 
 BG_MAPS = ("raw", "max_normalized")
