@@ -18,6 +18,7 @@ from pipeline.config import require
 from pipeline.data.classification import CAMTrainDataset
 from pipeline.errors import PipelineError, cli_entry
 from pipeline.models.cam_net import CAMNet, multilabel_loss
+from pipeline.provenance import stage_code_hash
 from pipeline.runtime import (
     ResumableLoader,
     TrainLoopConfig,
@@ -90,7 +91,7 @@ def _train(rank: int, world: int, cfg: dict, index_path: str, out: str, ckpt_dir
         sched.step()
         return {"loss": loss.item()}
 
-    state = TrainState(model, opt, sched, data=data, config=cfg)
+    state = TrainState(model, opt, sched, data=data, config=cfg, code=stage_code_hash("pipeline.train_cam"))
     run_loop(step, state, TrainLoopConfig(max_iters, cam["ckpt_every"], Path(ckpt_dir), Path(metrics),
                                           seed=seed, desc="train_cam"))
     if is_main():

@@ -24,6 +24,7 @@ from pipeline.csd.paste import PastePairDataset
 from pipeline.data.classification import CAMTrainDataset
 from pipeline.errors import PipelineError, cli_entry
 from pipeline.models.cam_net import multilabel_loss
+from pipeline.provenance import stage_code_hash
 from pipeline.runtime import (
     ResumableLoader,
     TrainLoopConfig,
@@ -121,7 +122,8 @@ def _train(rank: int, world: int, cfg: dict, index_path: str, masks_path: str, o
         sched.step()
         return {"loss": loss.item(), "cls": cls.item(), **logs}
 
-    state = TrainState(model, opt, sched, data=data, extra={"pairs": pairs}, config=cfg)
+    state = TrainState(model, opt, sched, data=data, extra={"pairs": pairs}, config=cfg,
+                       code=stage_code_hash("pipeline.train_csd"))
     run_loop(step, state, TrainLoopConfig(max_iters, cam["ckpt_every"], Path(ckpt_dir), Path(metrics),
                                           seed=seed, desc="train_csd"))
     if is_main():

@@ -27,6 +27,7 @@ from pipeline.data.transforms import hflip, normalize, random_crop, resize, to_c
 from pipeline.errors import PipelineError, cli_entry
 from pipeline.io.h5store import ArtifactReader
 from pipeline.models.deeplab import MSC, DeepLab, build_deeplab
+from pipeline.provenance import stage_code_hash
 from pipeline.runtime import (
     ResumableLoader,
     TrainLoopConfig,
@@ -156,7 +157,8 @@ def _train(rank: int, world: int, cfg: dict, index_path: str, method: str, masks
         return {"loss": total}
 
     # `method` is part of the resume key: a checkpoint of another method's run is never continued.
-    state = TrainState(model, opt, sched, data=data, config={**cfg, "method": method, "masks": masks_path})
+    state = TrainState(model, opt, sched, data=data, config={**cfg, "method": method, "masks": masks_path},
+                       code=stage_code_hash("pipeline.train_deeplab"))
     run_loop(step, state, TrainLoopConfig(max_iters, dl["ckpt_every"], Path(ckpt_dir), Path(metrics),
                                           seed=seed, desc=f"train_deeplab[{method}]"))
     if is_main():

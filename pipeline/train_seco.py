@@ -46,6 +46,7 @@ from pipeline.models.seco.pseudo import (
 )
 from pipeline.models.seco.separate import assign_tags, crops_from_boxes, cut_crops
 from pipeline.par import PAR
+from pipeline.provenance import stage_code_hash
 from pipeline.runtime import (
     ResumableLoader,
     TrainLoopConfig,
@@ -249,7 +250,7 @@ def _train(rank: int, world: int, cfg: dict, index_path: str, tags_path: str | N
     data = ResumableLoader(dataset, seco["batch_size"], seed=seed, num_workers=seco["num_workers"])
     model.train()
     step = SeCoStep(model, seco, device, amp, opt, sched, data)
-    state = TrainState(model, opt, sched, data=data, config=cfg)
+    state = TrainState(model, opt, sched, data=data, config=cfg, code=stage_code_hash("pipeline.train_seco"))
     run_loop(step, state, TrainLoopConfig(seco["iterations"], seco["ckpt_every"], Path(ckpt_dir), Path(metrics),
                                           seed=seed, desc="train_seco"))
     if is_main():

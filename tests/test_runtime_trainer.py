@@ -142,6 +142,24 @@ def test_changed_config_discards_stale_checkpoint(tmp_path: Path) -> None:
     assert load_latest(tmp_path / "ckpt")["config"] == {"lr": 0.1}
 
 
+def test_changed_code_discards_stale_checkpoint(tmp_path: Path) -> None:
+    """A rerun after a code change (same config) retrains instead of returning the old weights."""
+    state = _tiny_state({"lr": 0.5})
+    state.code = "old"
+    run_loop(_step_for(state, []), state, _cfg(tmp_path, max_iters=4))
+    same: list[int] = []
+    state_same = _tiny_state({"lr": 0.5})
+    state_same.code = "old"
+    run_loop(_step_for(state_same, same), state_same, _cfg(tmp_path, max_iters=4))
+    assert same == []
+    calls: list[int] = []
+    state2 = _tiny_state({"lr": 0.5})
+    state2.code = "new"
+    run_loop(_step_for(state2, calls), state2, _cfg(tmp_path, max_iters=4))
+    assert calls == [0, 1, 2, 3]
+    assert load_latest(tmp_path / "ckpt")["extra"]["_trainer"]["code"] == "new"
+
+
 def test_bad_loop_config_is_rejected(tmp_path: Path) -> None:
     state = _tiny_state()
     with pytest.raises(PipelineError, match="ckpt_every"):

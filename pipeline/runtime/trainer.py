@@ -68,7 +68,8 @@ class TrainLoopConfig:
 class TrainState:
     """Everything a checkpoint must capture. `data` is typically a `ResumableLoader`; `extra`
     holds other stateful objects (EMA teacher, prototype bank, ...) by a stable name.
-    `config` (the resolved config dict) is stored in checkpoints and compared on resume."""
+    `config` (the resolved config dict) and `code` (the stage's code hash,
+    `pipeline.provenance.stage_code_hash`) are stored in checkpoints and compared on resume."""
 
     model: nn.Module
     optimizer: torch.optim.Optimizer
@@ -76,6 +77,7 @@ class TrainState:
     data: Stateful | None = None
     extra: dict[str, Stateful] = field(default_factory=dict)
     config: dict[str, Any] | None = None
+    code: str | None = None
     iteration: int = -1  # last completed iteration, maintained by run_loop
 
 
@@ -129,6 +131,11 @@ def run_loop(step_fn: Callable[[int], Mapping[str, float]], state: TrainState, c
         # Snakemake reruns a rule whose params changed; continuing a run made with another
         # config would silently mix the two, so the stale checkpoint is ignored (and replaced).
         log.warning("%s was written with a different config: starting from scratch", ckpt["path"])
+        ckpt = None
+    if ckpt is not None and state.code is not None and (ckpt["extra"].get("_trainer") or {}).get("code") != state.code:
+        # The same for a code change (Snakemake's `code` param): the final checkpoint of the old
+        # code would otherwise "resume" at its last iteration and return the old weights.
+        log.warning("%s was written by other code: starting from scratch", ckpt["path"])
         ckpt = None
     if ckpt is not None:
         _restore(state, ckpt, world, rank)
@@ -186,7 +193,7 @@ def _checkpoint(state: TrainState, cfg: TrainLoopConfig, it: int, elapsed: float
     extra: dict[str, Any] = {name: obj.state_dict() for name, obj in state.extra.items()}
     if state.data is not None:
         extra["data"] = state.data.state_dict()
-    extra["_trainer"] = {"elapsed": elapsed, "world_size": world, "rng_ranks": rng_ranks}
+    extra["_trainer"] = {"elapsed": elapsed, "world_size": world, "rng_ranks": rng_ranks, "code": state.code}
     save_checkpoint(
         cfg.ckpt_dir,
         model=state.model,
