@@ -104,22 +104,15 @@ def storage(run: Path) -> list[dict[str, Any]]:
             continue
         with h5py.File(path, "r") as f:
             kind = str(f.attrs.get("artifact", "?"))
-            pixels = 0
-            for name in f:
-                size = f[name].attrs.get("orig_size")
-                if size is not None:
-                    pixels += int(size[0]) * int(size[1])
-            stride = sorted({int(f[n].attrs["stride"]) for n in f if "stride" in f[n].attrs})
+            entries = [f[name].attrs for name in f]
+            sizes = [a["orig_size"] for a in entries if "orig_size" in a]
+            pixels = sum(int(h) * int(w) for h, w in sizes)
+            stride = sorted({int(a["stride"]) for a in entries if "stride" in a})
         nbytes = path.stat().st_size
-        rows.append({"path": str(path.relative_to(run)), "artifact": kind, "images": len(_ids(path)),
+        rows.append({"path": str(path.relative_to(run)), "artifact": kind, "images": len(entries),
                      "bytes": nbytes, "pixels": pixels, "bytes_per_pixel": nbytes / pixels if pixels else None,
                      "stride": stride})
     return rows
-
-
-def _ids(path: Path) -> list[str]:
-    with h5py.File(path, "r") as f:
-        return list(f.keys())
 
 
 def quality(run: Path) -> dict[str, Any]:

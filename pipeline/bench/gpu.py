@@ -42,7 +42,7 @@ from typing import Any
 import torch
 
 from pipeline import index_dataset, make_cam, make_synthetic, train_deeplab, train_seco
-from pipeline.bench.measure import REPO, merged_config
+from pipeline.bench.measure import REPO, merged_config, stage_cfg
 from pipeline.config import setup_logging
 from pipeline.errors import PipelineError, cli_entry
 from pipeline.io.atomic import write_text_atomic
@@ -82,11 +82,6 @@ def bench_config(tiny: bool, device: str, iters: int, images: int, work: Path) -
                         "prototypes_from": 0}
     cfg["deeplab"].update(iterations=iters, ckpt_every=iters)
     return cfg
-
-
-def stage_cfg(cfg: dict, *sections: str) -> str:
-    """A stage's --cfg: the config sections it reads, as the rules' `stage_cfg` passes them."""
-    return json.dumps({s: cfg.get(s) for s in sections}, sort_keys=True)
 
 
 def seconds_per_iter(metrics_csv: Path, warmup: int) -> tuple[float, float | None]:

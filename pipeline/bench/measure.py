@@ -49,6 +49,11 @@ def _update(base: dict, new: dict) -> None:
             base[k] = v
 
 
+def stage_cfg(cfg: dict, *sections: str) -> str:
+    """The `--cfg` JSON a rule passes to its stage (the Snakefile's `stage_cfg`, from a dict)."""
+    return json.dumps({s: cfg.get(s) for s in sections}, sort_keys=True)
+
+
 def snakemake_command(run: Path, preset: Path | None, seed: int, cores: int) -> list[str]:
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(run),
            "--cores", str(cores), "--config", f"seed={seed}"]
@@ -119,14 +124,14 @@ def crf_processes(run: Path, cfg: dict, method: str, processes: list[int], repea
     index = run / "results" / "dataset" / "index.json"
     n_eval = len(json.loads(index.read_text())["splits"]["eval"]["ids"])
     shards = max(1, -(-n_eval // max_images))
-    stage_cfg = json.dumps({k: cfg[k] for k in ("dataset", "masks", "crf")})
+    crf_cfg = stage_cfg(cfg, "dataset", "masks", "crf")
     rates: dict[int, list[float]] = {p: [] for p in processes}
     images = 0
     with tempfile.TemporaryDirectory(dir=run) as tmp:
         for _ in range(repeats):
             for p in processes:
                 out = Path(tmp) / f"crf_p{p}.h5"
-                cmd = [sys.executable, "-m", "pipeline.crf_stage", "--cfg", stage_cfg, "--index", str(index),
+                cmd = [sys.executable, "-m", "pipeline.crf_stage", "--cfg", crf_cfg, "--index", str(index),
                        "--target", "masks", "--method", method, "--source", str(source),
                        "--shard", f"1-of-{shards}", "--processes", str(p), "--out", str(out)]
                 res = subprocess.run(cmd, capture_output=True, text=True, cwd=run, check=False)

@@ -10,6 +10,13 @@ from pipeline.data.base import SegDataset
 from pipeline.data.transforms import hflip, normalize, random_crop, random_resize_long, to_chw
 
 
+def label_vector(classes: list[int], num_classes: int) -> np.ndarray:
+    """Multi-hot float32 target over the foreground classes from 1-based class ids."""
+    vec = np.zeros(num_classes - 1, np.float32)
+    vec[[c - 1 for c in classes]] = 1
+    return vec
+
+
 class CAMTrainDataset(Dataset):
     """IRN's train_cam augmentation: long side in [lo, hi], flip, normalise, crop (pad 0).
 
@@ -26,9 +33,7 @@ class CAMTrainDataset(Dataset):
         return len(self.ids)
 
     def label_vector(self, image_id: str) -> np.ndarray:
-        vec = np.zeros(self.ds.num_classes - 1, np.float32)
-        vec[[c - 1 for c in self.labels[image_id]]] = 1
-        return vec
+        return label_vector(self.labels[image_id], self.ds.num_classes)
 
     def __getitem__(self, i: int) -> dict:
         rng = np.random.default_rng(np.random.randint(0, 2**31))

@@ -26,6 +26,7 @@ from torch.utils.data import Dataset
 
 from pipeline._compat import ensure_torchvision_ops
 from pipeline.data.base import SegDataset
+from pipeline.data.classification import label_vector
 from pipeline.data.transforms import hflip, normalize, random_crop, resize, to_chw
 from pipeline.errors import PipelineError
 from pipeline.io.h5store import ArtifactReader
@@ -83,9 +84,7 @@ class SeCoTrainDataset(Dataset):
         return len(self.ids)
 
     def label_vector(self, image_id: str) -> np.ndarray:
-        vec = np.zeros(self.ds.num_classes - 1, np.float32)
-        vec[[c - 1 for c in self.labels[image_id]]] = 1
-        return vec
+        return label_vector(self.labels[image_id], self.ds.num_classes)
 
     def __getitem__(self, i: int) -> dict:
         image_id = self.ids[i]
