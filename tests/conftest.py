@@ -29,21 +29,27 @@ def workdir(path: Path) -> Path:
     return path
 
 
-TINY_SPEC = {"num_train": 40, "num_val": 8, "num_decoupled": 6, "min_single_label": 2, "min_size": 64, "max_size": 72}
+TINY_CONFIG = REPO / "configs" / "tiny.yaml"
+
+
+def preset_config(preset: Path | None) -> dict:
+    """config.yaml with a preset layered on it, as `snakemake --configfile PRESET` resolves it."""
+    import yaml
+    from snakemake.utils import update_config
+
+    cfg = yaml.safe_load((REPO / "config.yaml").read_text())
+    if preset is not None:
+        update_config(cfg, yaml.safe_load(preset.read_text()))
+    return cfg
 
 
 def tiny_config() -> dict:
-    """The instant-test config (detectron2 style): whole DAG, tiny data, seconds per stage."""
-    import yaml
+    """The instant-test config (configs/tiny.yaml over config.yaml): whole DAG, tiny data."""
+    return preset_config(TINY_CONFIG)
 
-    cfg = yaml.safe_load((REPO / "config.yaml").read_text())
-    cfg["synthetic"].update(TINY_SPEC)
-    cfg["cam"].update(epochs=2, batch_size=8, crop_size=64, resize_long=[56, 80], scales=[1.0, 0.5], ckpt_every=5)
-    cfg["tagging"].update(patch_size=12)
-    cfg["csd"].update(paste_batch=4, crop_size=64, resize_long=[56, 80])
-    cfg["seco"].update(iterations=6, crop_size=48, proj_hidden=32, queue_size=48, ckpt_every=3, backbone_kwargs={"patch_size": 8, "depth": 4, "embed_dim": 32, "num_heads": 2, "img_size": 48}, schedule={"ptc_after": -1, "contrast_after": 1, "seg_after": 2, "prototypes_from": 1, "roi_final_cam_from": 4, "seg_final_cam_from": 0})
-    cfg["deeplab"].update(iterations=6, batch_size=4, crop_size=48, ckpt_every=3, test_scales=[1.0], test_flip=False)
-    return cfg
+
+TINY_SPEC = {k: v for k, v in tiny_config()["synthetic"].items()
+             if k in ("num_train", "num_val", "num_decoupled", "min_single_label", "min_size", "max_size")}
 
 
 @pytest.fixture(scope="session")

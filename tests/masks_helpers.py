@@ -11,7 +11,7 @@ import numpy as np
 import yaml
 
 from pipeline.data import open_dataset
-from pipeline.index_dataset import build_index
+from pipeline.data.index import build_index
 from pipeline.io.h5store import ArtifactWriter
 from tests.conftest import REPO, tiny_config
 

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from pipeline.data.palette import read_index_png, write_index_png
-from pipeline.index_dataset import main as index_main
-from pipeline.make_synthetic import main as synth_main
+from pipeline.stages.index_dataset import main as index_main
+from pipeline.stages.make_synthetic import main as synth_main
 from tests.conftest import REPO, tool_env, workdir
 
 
@@ -86,7 +86,7 @@ def test_negative_size_in_stage(tmp_path, capsys):
 def test_stage_exits_nonzero_as_a_process(tiny_synthetic, tmp_path):
     cfg = {"dataset": {"kind": "synthetic", "root": str(tmp_path / "nowhere"), "splits": {"train": "train"}}}
     out = tmp_path / "index.json"
-    p = subprocess.run([sys.executable, "-m", "pipeline.index_dataset", "--cfg", json.dumps(cfg), "--out", str(out)],
+    p = subprocess.run([sys.executable, "-m", "pipeline.stages.index_dataset", "--cfg", json.dumps(cfg), "--out", str(out)],
                        capture_output=True, text=True, cwd=REPO, env=tool_env())
     assert p.returncode == 2
     assert p.stderr.strip().count("\n") == 0 and "synthetic.json" in p.stderr

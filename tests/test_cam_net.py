@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.cams import multiscale_cam, scores_to_label, strided_size
+from pipeline.backbones import create_backbone
 from pipeline.errors import PipelineError
-from pipeline.models.backbones import create_backbone
-from pipeline.models.cam_net import CAMNet
-from pipeline.train_cam import build_sgd
+from pipeline.irn.cams import multiscale_cam, scores_to_label, strided_size
+from pipeline.irn.model import CAMNet
+from pipeline.irn.train import build_sgd
 
 
 def test_irn_freezing_and_stride():

@@ -7,14 +7,14 @@ import json
 import numpy as np
 import pytest
 
-from pipeline.cams import dual_threshold_labels, scores_to_label
-from pipeline.crf import CRFParams, combine_dual, crf_labels, crf_softmax, irn_dual_label
-from pipeline.crf_stage import main as crf_main
-from pipeline.crf_stage import parse_shard, shard_ids
 from pipeline.data import open_dataset
 from pipeline.errors import PipelineError
-from pipeline.gather_shards import main as gather_main
 from pipeline.io.h5store import ArtifactReader
+from pipeline.irn.cams import dual_threshold_labels, scores_to_label
+from pipeline.masks.crf import CRFParams, combine_dual, crf_labels, crf_softmax, irn_dual_label
+from pipeline.stages.crf import main as crf_main
+from pipeline.stages.crf import parse_shard, shard_ids
+from pipeline.stages.gather_shards import main as gather_main
 from tests.masks_helpers import default_sections, tiny_cfg, write_fake_cams, write_index
 
 PRESETS = default_sections("crf")["crf"]["presets"]

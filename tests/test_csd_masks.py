@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.cams import dual_threshold_labels
+from pipeline.irn.cams import dual_threshold_labels
 
 
 def test_dual_threshold_regions_follow_irn():

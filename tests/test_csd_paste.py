@@ -17,7 +17,7 @@ from pipeline.csd.paste import (
     source_background,
 )
 from pipeline.data import open_dataset
-from pipeline.index_dataset import build_index
+from pipeline.data.index import build_index
 from pipeline.io.h5store import ArtifactWriter
 
 

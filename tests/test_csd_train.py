@@ -10,12 +10,12 @@ import pytest
 import torch
 
 from pipeline.data import open_dataset
-from pipeline.index_dataset import main as index_main
 from pipeline.io.h5store import ArtifactWriter
-from pipeline.runtime import load_final
-from pipeline.train_cam import build_cam_net
-from pipeline.train_cam import main as train_cam_main
-from pipeline.train_csd import main as train_csd_main
+from pipeline.irn.train import build_cam_net
+from pipeline.runtime.checkpoint import load_final
+from pipeline.stages.index_dataset import main as index_main
+from pipeline.stages.train_cam import main as train_cam_main
+from pipeline.stages.train_csd import main as train_csd_main
 from tests.conftest import tiny_config
 
 
@@ -35,7 +35,7 @@ def setup(tiny_synthetic, tmp_path_factory):
     with ArtifactWriter(cams, "scores", ds.class_names, {}) as w:
         for i in ids:
             gt = ds.mask(i)
-            classes = [int(c) + 1 for c in ds.labels(i).nonzero()[0]]
+            classes = ds.present_classes(i)
             planes = np.stack([(gt == c)[::4, ::4] for c in classes]).astype(np.float32)
             w.write_scores(i, planes, classes, gt.shape, stride=4)
     return work, cfg, index, cams, ids

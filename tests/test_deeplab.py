@@ -11,14 +11,14 @@ import pytest
 import torch
 
 from pipeline.data import open_dataset
+from pipeline.deeplab.model import MSC, DeepLab, multiscale_logits, output_size
 from pipeline.errors import PipelineError
-from pipeline.infer_deeplab import main as infer_main
 from pipeline.io.h5store import ArtifactReader
-from pipeline.models.deeplab import MSC, DeepLab, multiscale_logits, output_size
-from pipeline.runtime import load_final
-from pipeline.summarize import build_summary
-from pipeline.train_deeplab import MaskSource, build_optimizer, seg_loss
-from pipeline.train_deeplab import main as train_main
+from pipeline.runtime.checkpoint import load_final
+from pipeline.stages.infer_deeplab import main as infer_main
+from pipeline.stages.summarize import build_summary
+from pipeline.stages.train_deeplab import MaskSource, build_optimizer, seg_loss
+from pipeline.stages.train_deeplab import main as train_main
 from tests.masks_helpers import default_sections, tiny_cfg, write_index
 
 C = 11

@@ -8,14 +8,14 @@ import json
 import numpy as np
 import pytest
 
-from pipeline.cams import dual_threshold_labels, scores_to_label
-from pipeline.crf_stage import main as crf_main
 from pipeline.data import open_dataset
 from pipeline.errors import PipelineError
-from pipeline.eval_masks import main as eval_main
-from pipeline.export_masks import main as export_main
 from pipeline.io.h5store import ArtifactReader
-from pipeline.pseudo_masks import method_recipe, prediction_recipe, raw_mask
+from pipeline.irn.cams import dual_threshold_labels, scores_to_label
+from pipeline.masks.pseudo import method_recipe, prediction_recipe, raw_mask
+from pipeline.stages.crf import main as crf_main
+from pipeline.stages.eval_masks import main as eval_main
+from pipeline.stages.export_masks import main as export_main
 from tests.masks_helpers import default_sections, tiny_cfg, write_fake_cams, write_fake_logits, write_index
 
 

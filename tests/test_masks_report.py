@@ -11,9 +11,9 @@ from pipeline.data import open_dataset
 from pipeline.io.h5store import ArtifactWriter
 from pipeline.report.draw import bar_chart, jet
 from pipeline.report.subset import qualitative_ids
-from pipeline.report_qualitative import main as qualitative_main
-from pipeline.summarize import COLUMNS
-from pipeline.summarize import main as summarize_main
+from pipeline.stages.report_qualitative import main as qualitative_main
+from pipeline.stages.summarize import COLUMNS
+from pipeline.stages.summarize import main as summarize_main
 from tests.masks_helpers import default_sections, tiny_cfg, write_fake_cams, write_index
 
 CLASSES = ["background", "horse", "boat"]  # not sorted: tables keep the dataset order

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _demo(out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "pipeline.runtime._demo", "--out", str(out), *extra]
+    return [sys.executable, "-m", "tests.runtime_demo", "--out", str(out), *extra]
 
 
 def _csv_iterations(path: Path) -> list[int]:

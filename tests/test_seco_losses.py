@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from pipeline.losses import (
+from pipeline.seco.losses import (
     DenseEnergyLoss,
     affinity_labels,
     balanced_seg_loss,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pipeline.models.seco import SeCoNet, ViTEncoder, ema_update
+from pipeline.seco import SeCoNet, ViTEncoder, ema_update
 
 TINY_VIT = {"patch_size": 8, "depth": 4, "embed_dim": 32, "num_heads": 2, "img_size": 32}
 

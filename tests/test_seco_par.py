@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from pipeline.par import PAR
+from pipeline.seco.par import PAR
 
 
 def _two_regions(h: int = 20, w: int = 20, edge: int = 10) -> tuple[torch.Tensor, torch.Tensor]:

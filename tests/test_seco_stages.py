@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.eval_seco import main as eval_main
-from pipeline.index_dataset import main as index_main
-from pipeline.infer_seco import fit_cache, round_mantissa
-from pipeline.infer_seco import main as infer_main
 from pipeline.io.h5store import ArtifactReader, ArtifactWriter, upsample_scores
-from pipeline.runtime import load_final
-from pipeline.train_seco import SeCoStep, poly_warmup
-from pipeline.train_seco import main as train_main
+from pipeline.runtime.checkpoint import load_final
+from pipeline.seco.train import SeCoStep, poly_warmup
+from pipeline.stages.eval_seco import main as eval_main
+from pipeline.stages.index_dataset import main as index_main
+from pipeline.stages.infer_seco import fit_cache, round_mantissa
+from pipeline.stages.infer_seco import main as infer_main
+from pipeline.stages.train_seco import main as train_main
 from tests.conftest import tiny_config
 
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.models.seco.pseudo import cam_to_label, refine_with_background, roi_mask
-from pipeline.models.seco.separate import assign_tags, crops_from_boxes, cut_crops, map_boxes
-from pipeline.par import PAR
+from pipeline.seco.par import PAR
+from pipeline.seco.pseudo import cam_to_label, refine_with_background, roi_mask
+from pipeline.seco.tagging import assign_tags, crops_from_boxes, cut_crops, map_boxes
 
 
 def test_roi_mask_and_cam_to_label():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.tagging import (
+from pipeline.seco.tagging import (
     UNCERTAIN,
     TagParams,
     global_tag,

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from pipeline.io.h5store import ArtifactReader
-from pipeline.runtime import load_final
+from pipeline.runtime.checkpoint import load_final
 from tests.conftest import REPO, TINY_SPEC, tiny_config, tool_env, workdir
 
 

@@ -110,7 +110,7 @@ def speed_section(name: str, p: dict) -> list[str]:
     crf = p.get("crf")
     if crf:
         rates = crf["images_per_s"]
-        out.append(f"Dense CRF (`pipeline.crf_stage`, {crf['method']} masks, {crf['images']} images, best of "
+        out.append(f"Dense CRF (`pipeline.stages.crf`, {crf['method']} masks, {crf['images']} images, best of "
                    f"{crf['repeats']} alternated runs): " + "; ".join(
                        f"{k} process(es) {_fmt(v)} images/s (×{_fmt(crf['speedup'][k])})" for k, v in rates.items()) + ".")
         out.append("")

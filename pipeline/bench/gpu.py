@@ -41,14 +41,17 @@ from typing import Any
 
 import torch
 
-from pipeline import index_dataset, make_cam, make_synthetic, train_deeplab, train_seco
-from pipeline.bench.measure import REPO, merged_config, stage_cfg
-from pipeline.config import setup_logging
+from pipeline.bench.measure import REPO, merged_config
+from pipeline.cli import setup_logging
+from pipeline.data.index import load_index
 from pipeline.errors import PipelineError, cli_entry
 from pipeline.io.atomic import write_text_atomic
-from pipeline.runtime import GpuLease, save_final
+from pipeline.irn.train import build_cam_net
+from pipeline.rules import stage_cfg
+from pipeline.runtime.checkpoint import save_final
+from pipeline.runtime.lease import GpuLease
 from pipeline.runtime.trainer import PEAK_MEM_KEY
-from pipeline.train_cam import build_cam_net
+from pipeline.stages import index_dataset, make_cam, make_synthetic, train_deeplab, train_seco
 
 log = logging.getLogger("pipeline.bench.gpu")
 
@@ -120,7 +123,7 @@ def bench_training(stage_main: Callable[[list[str]], None], rule: str, section: 
         run_cfg = {**cfg, "runtime": {**cfg["runtime"], "amp": amp}}
         log.info("%s, %s: %d iterations", rule, label, run_cfg[section]["iterations"])
         # --gpus 0: this process already holds the GPU lease, and one process is what --gpus 1 runs.
-        stage_main(["--cfg", stage_cfg(run_cfg, "seed", "dataset", "runtime", section), "--index", str(index),
+        stage_main(["--cfg", stage_cfg(run_cfg, rule), "--index", str(index),
                     "--gpus", "0", "--threads", str(threads), *extra, "--out", str(run / "model_final.pth"),
                     "--ckpt-dir", str(run / "ckpt"), "--metrics", str(run / "metrics.csv")])
         _release_cuda()
@@ -133,12 +136,12 @@ def bench_make_cam(cfg: dict, index: Path, work: Path, threads: int) -> dict[str
     """make_cam's own figures (images, images_per_s, peak_mem_gib) on its second pass."""
     run = _fresh(work / "runs" / "make_cam")
     cam = cfg["cam"]
-    class_names = index_dataset.load_index(index)["class_names"]
+    class_names = load_index(index)["class_names"]
     # Weights as train_cam saves them; random ones (no training run) cost the same to apply.
     model = save_final(run / "model_final.pth", build_cam_net(cam, len(class_names)).state_dict(),
                        {"cam": cam, "num_classes": len(class_names), "class_names": class_names, "iterations": 0})
     for name in ("warmup", "timed"):
-        make_cam.main(["--cfg", stage_cfg(cfg, "seed", "dataset", "runtime", "cam"), "--index", str(index),
+        make_cam.main(["--cfg", stage_cfg(cfg, "make_cam"), "--index", str(index),
                        "--gpus", "0", "--threads", str(threads), "--model", str(model),
                        "--out", str(run / f"{name}.h5"), "--metrics", str(run / f"{name}.json")])
         _release_cuda()
@@ -149,8 +152,8 @@ def bench_make_cam(cfg: dict, index: Path, work: Path, threads: int) -> dict[str
 def run_benchmark(cfg: dict, work: Path, warmup: int, threads: dict[str, int]) -> dict[str, Any]:
     """Generate and index the data, then time the three stages; returns the figures."""
     root, index = Path(cfg["dataset"]["root"]), work / "index.json"
-    make_synthetic.main(["--cfg", stage_cfg(cfg, "synthetic"), "--out", str(root)])
-    index_dataset.main(["--cfg", stage_cfg(cfg, "dataset"), "--out", str(index), "--workers", "1"])
+    make_synthetic.main(["--cfg", stage_cfg(cfg, "make_synthetic"), "--out", str(root)])
+    index_dataset.main(["--cfg", stage_cfg(cfg, "index_dataset"), "--out", str(index), "--workers", "1"])
     # make_cam first: it runs with torch's default precision flags, which the trainers'
     # setup_precision changes for the rest of the process (TF32 matmuls).
     cam, seco, dl = cfg["cam"], cfg["seco"], cfg["deeplab"]

@@ -1,7 +1,7 @@
 """Measurements the DAG itself does not make: a timed DAG run, the no-op rerun, CRF on 1 vs 2
 processes, and the fidelity of the compact CAM cache against full-resolution float32 CAMs.
 
-Every measurement runs the real stage code (Snakemake, `pipeline.crf_stage`, the CAM network)
+Every measurement runs the real stage code (Snakemake, `pipeline.stages.crf`, the CAM network)
 on a finished run directory.
 """
 
@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from pipeline.errors import PipelineError
+from pipeline.rules import stage_cfg
 
 log = logging.getLogger("pipeline.bench")
 
@@ -47,11 +48,6 @@ def _update(base: dict, new: dict) -> None:
             _update(base[k], v)
         else:
             base[k] = v
-
-
-def stage_cfg(cfg: dict, *sections: str) -> str:
-    """The `--cfg` JSON a rule passes to its stage (the Snakefile's `stage_cfg`, from a dict)."""
-    return json.dumps({s: cfg.get(s) for s in sections}, sort_keys=True)
 
 
 def snakemake_command(run: Path, preset: Path | None, seed: int, cores: int) -> list[str]:
@@ -113,7 +109,7 @@ def _display(cmd: list[str], run: Path) -> str:
 
 def crf_processes(run: Path, cfg: dict, method: str, processes: list[int], repeats: int,
                   max_images: int) -> dict[str, Any]:
-    """`pipeline.crf_stage` on the same images with each process count, alternated `repeats` times.
+    """`pipeline.stages.crf` on the same images with each process count, alternated `repeats` times.
 
     Rates come from the stage's own log line (refinement loop only, not interpreter start-up);
     the best of the repeats counts, because on a shared machine other load only slows a run down.
@@ -124,14 +120,14 @@ def crf_processes(run: Path, cfg: dict, method: str, processes: list[int], repea
     index = run / "results" / "dataset" / "index.json"
     n_eval = len(json.loads(index.read_text())["splits"]["eval"]["ids"])
     shards = max(1, -(-n_eval // max_images))
-    crf_cfg = stage_cfg(cfg, "dataset", "masks", "crf")
+    crf_cfg = stage_cfg(cfg, "crf_masks")
     rates: dict[int, list[float]] = {p: [] for p in processes}
     images = 0
     with tempfile.TemporaryDirectory(dir=run) as tmp:
         for _ in range(repeats):
             for p in processes:
                 out = Path(tmp) / f"crf_p{p}.h5"
-                cmd = [sys.executable, "-m", "pipeline.crf_stage", "--cfg", crf_cfg, "--index", str(index),
+                cmd = [sys.executable, "-m", "pipeline.stages.crf", "--cfg", crf_cfg, "--index", str(index),
                        "--target", "masks", "--method", method, "--source", str(source),
                        "--shard", f"1-of-{shards}", "--processes", str(p), "--out", str(out)]
                 res = subprocess.run(cmd, capture_output=True, text=True, cwd=run, check=False)
@@ -151,13 +147,13 @@ def cam_cache_fidelity(run: Path, cfg: dict, method: str, max_images: int) -> di
     from the same network's CAMs computed at full resolution in float32, on the same images."""
     import torch
 
-    from pipeline.cams import multiscale_cam, scores_to_label
+    from pipeline.cli import open_indexed
     from pipeline.eval.pairs import cooccurring_pairs
     from pipeline.eval.segmentation import SegEvaluator
     from pipeline.io.h5store import ArtifactReader
-    from pipeline.runtime import load_final
-    from pipeline.stage import open_indexed
-    from pipeline.train_cam import build_cam_net
+    from pipeline.irn.cams import multiscale_cam, scores_to_label
+    from pipeline.irn.train import build_cam_net
+    from pipeline.runtime.checkpoint import load_final
 
     cfg = {**cfg, "dataset": {**cfg["dataset"], "root": str(run / cfg["dataset"]["root"])}}
     ds, index = open_indexed(cfg, run / "results" / "dataset" / "index.json")

@@ -26,7 +26,7 @@ from typing import Any
 
 from pipeline.bench import collect, measure
 from pipeline.bench.document import render
-from pipeline.config import setup_logging
+from pipeline.cli import setup_logging
 from pipeline.errors import PipelineError, cli_entry
 from pipeline.eval.metrics import write_summary
 from pipeline.io.atomic import write_text_atomic

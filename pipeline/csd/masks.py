@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.cams import dual_threshold_labels
 from pipeline.errors import PipelineError
 from pipeline.io.h5store import ArtifactReader
+from pipeline.irn.cams import dual_threshold_labels
 
 SOURCE_KINDS = ("cam_seeds", "crf_masks")
 

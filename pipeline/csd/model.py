@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.models.cam_net import CAMNet
+from pipeline.irn.model import CAMNet
 
 
 class LogitsAndCams(nn.Module):

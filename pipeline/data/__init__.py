@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from pipeline.data.base import IGNORE_INDEX, SegDataset, read_rgb
+from pipeline.data.base import SegDataset, read_rgb
 from pipeline.data.coco import COCO_CLASSES, COCODataset
+from pipeline.data.labels import IGNORE_INDEX
 from pipeline.data.voc import VOC_CLASSES, SyntheticDataset, VOCDataset
 from pipeline.errors import PipelineError
 

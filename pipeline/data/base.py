@@ -9,10 +9,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from pipeline.data.labels import IGNORE_INDEX
 from pipeline.data.palette import read_index_png
 from pipeline.errors import PipelineError
-
-IGNORE_INDEX = 255
 
 
 def read_rgb(path: str | os.PathLike) -> np.ndarray:
@@ -107,6 +106,10 @@ class SegDataset(ABC):
             vec[[c - 1 for c in present]] = 1
         self._label_cache[image_id] = vec
         return vec
+
+    def present_classes(self, image_id: str) -> list[int]:
+        """The image-level labels as 1-based class ids."""
+        return [int(i) + 1 for i in np.flatnonzero(self.labels(image_id))]
 
     def set_label_cache(self, labels: dict[str, list[int]]) -> None:
         """Install labels from the dataset index (class ids 1..C-1) so masks need not be decoded."""

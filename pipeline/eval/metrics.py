@@ -15,10 +15,10 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.data.labels import IGNORE_INDEX
 from pipeline.io.atomic import write_text_atomic
 
 BACKGROUND = 0
-IGNORE_INDEX = 255
 
 
 def _as_int_array(name: str, a: np.ndarray) -> np.ndarray:

@@ -18,11 +18,11 @@ rule train_cam:
     resources:
         **RES_TRAIN,
     params:
-        code=stage_code("pipeline.train_cam"),
-        cfg=stage_cfg("seed", "dataset", "runtime", "cam"),
+        code=stage_code("train_cam"),
+        cfg=stage_cfg("train_cam"),
         run_dir="results/runs/train_cam/baseline",
     shell:
-        "python -m pipeline.train_cam --cfg {params.cfg:q} --index {input.index} --gpus {resources.gpu}"
+        "python -m pipeline.stages.train_cam --cfg {params.cfg:q} --index {input.index} --gpus {resources.gpu}"
         " --threads {threads} --out {output} --ckpt-dir {params.run_dir}"
         " --metrics {params.run_dir}/metrics.csv > {log} 2>&1"
 
@@ -45,10 +45,10 @@ rule make_cam:
     resources:
         **RES_GPU,
     params:
-        code=stage_code("pipeline.make_cam"),
-        cfg=stage_cfg("seed", "dataset", "runtime", "cam"),
+        code=stage_code("make_cam"),
+        cfg=stage_cfg("make_cam"),
     shell:
-        "python -m pipeline.make_cam --cfg {params.cfg:q} --index {input.index} --gpus {resources.gpu}"
+        "python -m pipeline.stages.make_cam --cfg {params.cfg:q} --index {input.index} --gpus {resources.gpu}"
         " --threads {threads} --model {input.model} --out {output} > {log} 2>&1"
 
 
@@ -69,10 +69,10 @@ rule eval_cam:
     resources:
         **RES_CPU,
     params:
-        code=stage_code("pipeline.eval_cam"),
-        cfg=stage_cfg("dataset", "eval_cam"),
+        code=stage_code("eval_cam"),
+        cfg=stage_cfg("eval_cam"),
     shell:
-        "python -m pipeline.eval_cam --cfg {params.cfg:q} --method {wildcards.method} --index {input.index} --cams {input.cams}"
+        "python -m pipeline.stages.eval_cam --cfg {params.cfg:q} --method {wildcards.method} --index {input.index} --cams {input.cams}"
         " --summary {output.summary} --classes {output.classes} --sweep {output.sweep} > {log} 2>&1"
 
 
@@ -92,11 +92,8 @@ rule tag_patches:
     resources:
         **RES_CPU,
     params:
-        code=stage_code("pipeline.tag_patches"),
-        cfg=stage_cfg("seed", "dataset", "tagging"),
+        code=stage_code("tag_patches"),
+        cfg=stage_cfg("tag_patches"),
     shell:
-        "python -m pipeline.tag_patches --cfg {params.cfg:q} --index {input.index} --cams {input.cams}"
+        "python -m pipeline.stages.tag_patches --cfg {params.cfg:q} --index {input.index} --cams {input.cams}"
         " --out {output.tags} --metrics {output.metrics} > {log} 2>&1"
-
-
-FINAL_OUTPUTS += ["results/tags/baseline/tag_accuracy.json"]

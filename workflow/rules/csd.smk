@@ -1,7 +1,6 @@
 # CSD (Cross-domain Semantic Decoupling) on the CAM baseline: round 2 retrains IRN's classifier
 # with co-occurrence-oriented copy-paste, cutting objects with the baseline's round-1 masks.
-# Its model feeds the shared make_cam / eval_cam rules (method "csd") and, through SEED_METHODS,
-# the mask/CRF/DeepLab stages. Intermediate checkpoints live in results/runs/ (outside the DAG).
+# Its model feeds the shared make_cam / eval_cam rules (method "csd") and the mask/CRF/DeepLab stages. Intermediate checkpoints live in results/runs/ (outside the DAG).
 
 CSD_SOURCE_MASKS = {
     "cam_seeds": "results/cam/baseline/cams.h5",  # dual thresholds applied by train_csd
@@ -25,13 +24,10 @@ rule train_csd:
     resources:
         **RES_TRAIN,
     params:
-        code=stage_code("pipeline.train_csd"),
-        cfg=stage_cfg("seed", "dataset", "runtime", "cam", "csd"),
+        code=stage_code("train_csd"),
+        cfg=stage_cfg("train_csd"),
         run_dir="results/runs/train_csd/csd",
     shell:
-        "python -m pipeline.train_csd --cfg {params.cfg:q} --index {input.index} --gpus {resources.gpu}"
+        "python -m pipeline.stages.train_csd --cfg {params.cfg:q} --index {input.index} --gpus {resources.gpu}"
         " --threads {threads} --source-masks {input.masks} --out {output} --ckpt-dir {params.run_dir}"
         " --metrics {params.run_dir}/metrics.csv > {log} 2>&1"
-
-
-SEED_METHODS.append("csd")

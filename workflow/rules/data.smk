@@ -13,10 +13,10 @@ rule make_synthetic:
     resources:
         **RES_CPU,
     params:
-        code=stage_code("pipeline.make_synthetic"),
-        cfg=stage_cfg("synthetic"),
+        code=stage_code("make_synthetic"),
+        cfg=stage_cfg("make_synthetic"),
     shell:
-        "python -m pipeline.make_synthetic --cfg {params.cfg:q} --out {output} > {log} 2>&1"
+        "python -m pipeline.stages.make_synthetic --cfg {params.cfg:q} --out {output} > {log} 2>&1"
 
 
 rule index_dataset:
@@ -34,7 +34,7 @@ rule index_dataset:
     resources:
         **RES_CPU,
     params:
-        code=stage_code("pipeline.index_dataset"),
-        cfg=stage_cfg("dataset"),
+        code=stage_code("index_dataset"),
+        cfg=stage_cfg("index_dataset"),
     shell:
-        "python -m pipeline.index_dataset --cfg {params.cfg:q} --out {output} --workers {threads} > {log} 2>&1"
+        "python -m pipeline.stages.index_dataset --cfg {params.cfg:q} --out {output} --workers {threads} > {log} 2>&1"

@@ -1,18 +1,8 @@
 # Pseudo masks -> dense CRF -> DeepLab -> evaluation -> summary table and report.
-# Included LAST, so SEED_METHODS (each method's rule file appends its name) is complete here.
-# Every method with seeds gets masks, CRF, DeepLab and its evaluation; GT_METHOD ("gt") is the
-# fully supervised ceiling: the same DeepLab trained on the GT masks of the same images.
+# Every method in METHODS (common.smk) gets masks, CRF, DeepLab and its evaluation; GT_METHOD
+# ("gt") is the fully supervised ceiling: the same DeepLab trained on the GT masks of the same images.
 # The CRF (single-threaded C++) is sharded across jobs with scatter/gather
 # (`--set-scatter crf=N`) and across `crf.processes` worker processes within a job.
-
-GT_METHOD = "gt"
-MASK_METHODS = list(SEED_METHODS)
-DEEPLAB_METHODS = MASK_METHODS + [GT_METHOD]
-SEED_SOURCES = {"cam": "results/cam/{method}/cams.h5", "seg_logits": "results/{method}/seg_logits.h5"}
-
-for _m in MASK_METHODS:
-    if _m not in config["masks"]["methods"]:
-        raise ValueError(f"config key masks.methods.{_m}: missing (method {_m!r} has seeds, so it needs a mask recipe)")
 
 
 scattergather:
@@ -20,11 +10,9 @@ scattergather:
 
 
 # Per-method inputs, resolved at parse time (the rules pick them with one-line lambdas).
-SEED_SOURCE = {m: SEED_SOURCES[config["masks"]["methods"][m]["source"]].format(method=m) for m in MASK_METHODS}
-INDEX = "results/dataset/index.json"
 # DeepLab trains on a method's refined (or raw) pseudo masks; the ceiling only on the dataset's GT.
 _TRAIN_MASK = "crf.h5" if config["masks"]["train_on"] == "crf" else "masks.h5"
-TRAIN_INPUTS = {m: {"index": INDEX, "masks": f"results/masks/{m}/{_TRAIN_MASK}"} for m in MASK_METHODS}
+TRAIN_INPUTS = {m: {"index": INDEX, "masks": f"results/masks/{m}/{_TRAIN_MASK}"} for m in METHODS}
 TRAIN_INPUTS[GT_METHOD] = {"index": INDEX}
 # Qualitative rows: CAM and pseudo mask where the method has them (not the ceiling).
 QUALITATIVE_INPUTS = {
@@ -41,7 +29,7 @@ rule export_masks:
     output:
         "results/masks/{method}/masks.h5",
     wildcard_constraints:
-        method="|".join(MASK_METHODS),
+        method="|".join(METHODS),
     log:
         "logs/export_masks/{method}.log",
     benchmark:
@@ -51,10 +39,10 @@ rule export_masks:
     resources:
         **RES_CPU,
     params:
-        code=stage_code("pipeline.export_masks"),
-        cfg=stage_cfg("dataset", "masks"),
+        code=stage_code("export_masks"),
+        cfg=stage_cfg("export_masks"),
     shell:
-        "python -m pipeline.export_masks --cfg {params.cfg:q} --index {input.index} --method {wildcards.method}"
+        "python -m pipeline.stages.export_masks --cfg {params.cfg:q} --index {input.index} --method {wildcards.method}"
         " --source {input.source} --out {output} > {log} 2>&1"
 
 
@@ -65,7 +53,7 @@ rule crf_masks:
     output:
         temp("results/masks/{method}/crf_shards/{scatteritem}.h5"),
     wildcard_constraints:
-        method="|".join(MASK_METHODS),
+        method="|".join(METHODS),
     log:
         "logs/crf_masks/{method}/{scatteritem}.log",
     benchmark:
@@ -76,10 +64,10 @@ rule crf_masks:
     resources:
         **RES_CPU,
     params:
-        code=stage_code("pipeline.crf_stage"),
-        cfg=stage_cfg("dataset", "masks", "crf"),
+        code=stage_code("crf_masks"),
+        cfg=stage_cfg("crf_masks"),
     shell:
-        "python -m pipeline.crf_stage --cfg {params.cfg:q} --index {input.index} --target masks"
+        "python -m pipeline.stages.crf --cfg {params.cfg:q} --index {input.index} --target masks"
         " --method {wildcards.method} --source {input.source} --shard {wildcards.scatteritem}"
         " --processes {threads} --out {output} > {log} 2>&1"
 
@@ -90,7 +78,7 @@ rule gather_crf_masks:
     output:
         "results/masks/{method}/crf.h5",
     wildcard_constraints:
-        method="|".join(MASK_METHODS),
+        method="|".join(METHODS),
     log:
         "logs/gather_crf_masks/{method}.log",
     benchmark:
@@ -100,10 +88,10 @@ rule gather_crf_masks:
     resources:
         **RES_CPU,
     params:
-        code=stage_code("pipeline.gather_shards"),
-        cfg=stage_cfg(),
+        code=stage_code("gather_crf_masks"),
+        cfg=stage_cfg("gather_crf_masks"),
     shell:
-        "python -m pipeline.gather_shards --cfg {params.cfg:q} --shards {input} --out {output} > {log} 2>&1"
+        "python -m pipeline.stages.gather_shards --cfg {params.cfg:q} --shards {input} --out {output} > {log} 2>&1"
 
 
 rule eval_masks:
@@ -116,7 +104,7 @@ rule eval_masks:
         classes_raw="results/masks/{method}/eval_masks_classes.tsv",
         classes_crf="results/masks/{method}/eval_crf_classes.tsv",
     wildcard_constraints:
-        method="|".join(MASK_METHODS),
+        method="|".join(METHODS),
     log:
         "logs/eval_masks/{method}.log",
     benchmark:
@@ -126,10 +114,10 @@ rule eval_masks:
     resources:
         **RES_CPU,
     params:
-        code=stage_code("pipeline.eval_masks"),
-        cfg=stage_cfg("dataset"),
+        code=stage_code("eval_masks"),
+        cfg=stage_cfg("eval_masks"),
     shell:
-        "python -m pipeline.eval_masks --cfg {params.cfg:q} --index {input.index} --method {wildcards.method}"
+        "python -m pipeline.stages.eval_masks --cfg {params.cfg:q} --index {input.index} --method {wildcards.method}"
         " --masks {input.masks} --crf {input.crf} --summary {output.summary}"
         " --classes-raw {output.classes_raw} --classes-crf {output.classes_crf} > {log} 2>&1"
 
@@ -151,12 +139,12 @@ rule train_deeplab:
     resources:
         **RES_TRAIN,
     params:
-        code=stage_code("pipeline.train_deeplab"),
-        cfg=stage_cfg("seed", "dataset", "runtime", "deeplab"),
+        code=stage_code("train_deeplab"),
+        cfg=stage_cfg("train_deeplab"),
         run_dir="results/runs/train_deeplab/{method}",
         masks=lambda w, input: f"--masks {input.masks}" if "masks" in input.keys() else "",
     shell:
-        "python -m pipeline.train_deeplab --cfg {params.cfg:q} --index {input.index} --gpus {resources.gpu}"
+        "python -m pipeline.stages.train_deeplab --cfg {params.cfg:q} --index {input.index} --gpus {resources.gpu}"
         " --threads {threads} --method {wildcards.method} {params.masks} --out {output}"
         " --ckpt-dir {params.run_dir} --metrics {params.run_dir}/metrics.csv > {log} 2>&1"
 
@@ -179,10 +167,10 @@ rule infer_deeplab:
     resources:
         **RES_GPU,
     params:
-        code=stage_code("pipeline.infer_deeplab"),
-        cfg=stage_cfg("seed", "dataset", "runtime", "deeplab", "report"),
+        code=stage_code("infer_deeplab"),
+        cfg=stage_cfg("infer_deeplab"),
     shell:
-        "python -m pipeline.infer_deeplab --cfg {params.cfg:q} --index {input.index} --gpus {resources.gpu}"
+        "python -m pipeline.stages.infer_deeplab --cfg {params.cfg:q} --index {input.index} --gpus {resources.gpu}"
         " --threads {threads} --model {input.model} --out {output} > {log} 2>&1"
 
 
@@ -204,10 +192,10 @@ rule crf_predictions:
     resources:
         **RES_CPU,
     params:
-        code=stage_code("pipeline.crf_stage"),
-        cfg=stage_cfg("dataset", "crf"),
+        code=stage_code("crf_predictions"),
+        cfg=stage_cfg("crf_predictions"),
     shell:
-        "python -m pipeline.crf_stage --cfg {params.cfg:q} --index {input.index} --target predictions"
+        "python -m pipeline.stages.crf --cfg {params.cfg:q} --index {input.index} --target predictions"
         " --method {wildcards.method} --source {input.source} --shard {wildcards.scatteritem}"
         " --processes {threads} --out {output} > {log} 2>&1"
 
@@ -228,10 +216,10 @@ rule gather_crf_predictions:
     resources:
         **RES_CPU,
     params:
-        code=stage_code("pipeline.gather_shards"),
-        cfg=stage_cfg(),
+        code=stage_code("gather_crf_predictions"),
+        cfg=stage_cfg("gather_crf_predictions"),
     shell:
-        "python -m pipeline.gather_shards --cfg {params.cfg:q} --shards {input} --out {output} > {log} 2>&1"
+        "python -m pipeline.stages.gather_shards --cfg {params.cfg:q} --shards {input} --out {output} > {log} 2>&1"
 
 
 rule eval_deeplab:
@@ -255,19 +243,19 @@ rule eval_deeplab:
     resources:
         **RES_CPU,
     params:
-        code=stage_code("pipeline.eval_deeplab"),
-        cfg=stage_cfg("dataset"),
+        code=stage_code("eval_deeplab"),
+        cfg=stage_cfg("eval_deeplab"),
     shell:
-        "python -m pipeline.eval_deeplab --cfg {params.cfg:q} --index {input.index} --method {wildcards.method}"
+        "python -m pipeline.stages.eval_deeplab --cfg {params.cfg:q} --index {input.index} --method {wildcards.method}"
         " --logits {input.logits} --crf {input.crf} --summary {output.summary}"
         " --classes-raw {output.classes_raw} --classes-crf {output.classes_crf} --png-dir {output.png} > {log} 2>&1"
 
 
 rule summarize:
     input:
-        seeds=expand("results/cam/{method}/eval_cam.json", method=MASK_METHODS),
-        masks=expand("results/masks/{method}/eval_masks.json", method=MASK_METHODS),
-        finals=expand("results/deeplab/{method}/eval_deeplab.json", method=MASK_METHODS),
+        seeds=expand("results/cam/{method}/eval_cam.json", method=METHODS),
+        masks=expand("results/masks/{method}/eval_masks.json", method=METHODS),
+        finals=expand("results/deeplab/{method}/eval_deeplab.json", method=METHODS),
         ceiling=f"results/deeplab/{GT_METHOD}/eval_deeplab.json",
     output:
         tsv=report("results/summary.tsv", caption="../report/summary_tsv.rst", category="Summary"),
@@ -286,12 +274,12 @@ rule summarize:
     resources:
         **RES_CPU,
     params:
-        code=stage_code("pipeline.summarize"),
-        cfg=stage_cfg(),
-        methods=" ".join(MASK_METHODS),
+        code=stage_code("summarize"),
+        cfg=stage_cfg("summarize"),
+        methods=" ".join(METHODS),
         ceiling_method=GT_METHOD,
     shell:
-        "python -m pipeline.summarize --cfg {params.cfg:q} --methods {params.methods} --seed-evals {input.seeds}"
+        "python -m pipeline.stages.summarize --cfg {params.cfg:q} --methods {params.methods} --seed-evals {input.seeds}"
         " --mask-evals {input.masks} --final-evals {input.finals} --ceiling {input.ceiling}"
         " --ceiling-method {params.ceiling_method}"
         " --tsv {output.tsv} --json {output.json} --classes-tsv {output.classes_tsv} --html {output.html}"
@@ -316,16 +304,9 @@ rule report_qualitative:
     resources:
         **RES_CPU,
     params:
-        code=stage_code("pipeline.report_qualitative"),
-        cfg=stage_cfg("seed", "dataset", "report"),
+        code=stage_code("report_qualitative"),
+        cfg=stage_cfg("report_qualitative"),
         extra=lambda w, input: " ".join(f"--{k} {input[k]}" for k in ("cams", "masks") if k in input.keys()),
     shell:
-        "python -m pipeline.report_qualitative --cfg {params.cfg:q} --index {input.index} --method {wildcards.method}"
+        "python -m pipeline.stages.report_qualitative --cfg {params.cfg:q} --index {input.index} --method {wildcards.method}"
         " {params.extra} --pred {input.pred} --out {output} > {log} 2>&1"
-
-
-FINAL_OUTPUTS += [
-    "results/summary.tsv",
-    "results/report/summary.html",
-    *expand("results/report/qualitative/{method}.png", method=DEEPLAB_METHODS),
-]

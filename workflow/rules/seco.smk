@@ -24,12 +24,12 @@ rule train_seco:
     resources:
         **RES_TRAIN,
     params:
-        code=stage_code("pipeline.train_seco"),
-        cfg=stage_cfg("seed", "dataset", "runtime", "seco"),
+        code=stage_code("train_seco"),
+        cfg=stage_cfg("train_seco"),
         run_dir="results/runs/train_seco/seco",
         tags=lambda wildcards, input: f"--tags {input.tags}" if input.tags else "",
     shell:
-        "python -m pipeline.train_seco --cfg {params.cfg:q} --index {input.index} --gpus {resources.gpu}"
+        "python -m pipeline.stages.train_seco --cfg {params.cfg:q} --index {input.index} --gpus {resources.gpu}"
         " --threads {threads} {params.tags} --out {output} --ckpt-dir {params.run_dir}"
         " --metrics {params.run_dir}/metrics.csv > {log} 2>&1"
 
@@ -52,10 +52,10 @@ rule infer_seco:
     resources:
         **RES_GPU,
     params:
-        code=stage_code("pipeline.infer_seco"),
-        cfg=stage_cfg("seed", "dataset", "runtime", "seco"),
+        code=stage_code("infer_seco"),
+        cfg=stage_cfg("infer_seco"),
     shell:
-        "python -m pipeline.infer_seco --cfg {params.cfg:q} --index {input.index} --gpus {resources.gpu}"
+        "python -m pipeline.stages.infer_seco --cfg {params.cfg:q} --index {input.index} --gpus {resources.gpu}"
         " --threads {threads} --model {input.model} --cams {output.cams} --logits {output.logits}"
         " --metrics {output.metrics} > {log} 2>&1"
 
@@ -77,12 +77,8 @@ rule eval_seco:
     resources:
         **RES_CPU,
     params:
-        code=stage_code("pipeline.eval_seco"),
-        cfg=stage_cfg("dataset"),
+        code=stage_code("eval_seco"),
+        cfg=stage_cfg("eval_seco"),
     shell:
-        "python -m pipeline.eval_seco --cfg {params.cfg:q} --index {input.index} --logits {input.logits}"
+        "python -m pipeline.stages.eval_seco --cfg {params.cfg:q} --index {input.index} --logits {input.logits}"
         " --infer-metrics {input.metrics} --summary {output.summary} --classes {output.classes} > {log} 2>&1"
-
-
-SEED_METHODS.append("seco")
-FINAL_OUTPUTS += ["results/seco/eval_seg.json"]

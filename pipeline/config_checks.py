@@ -1,0 +1,63 @@
+"""Config rules the JSON schema cannot express: order between keys, references between sections,
+and the requirements one method puts on another. Run when the DAG is built (common.smk), so a
+bad config fails before any job starts, naming the key. Types, enums and ranges are the schema's
+(workflow/schemas/config.schema.yaml); values and defaults are config.yaml's.
+"""
+
+from __future__ import annotations
+
+from pipeline.errors import PipelineError
+
+CAM_METHODS = ("baseline", "csd")
+
+
+def _order(cfg: dict, low_key: str, high_key: str) -> None:
+    def get(dotted: str):
+        node = cfg
+        for part in dotted.split("."):
+            node = node[part]
+        return node
+
+    if get(low_key) > get(high_key):
+        raise PipelineError(f"config key {low_key}: {get(low_key)} exceeds {high_key} ({get(high_key)})")
+
+
+def check_config(cfg: dict) -> None:
+    """Raise PipelineError naming the first offending key."""
+    methods = cfg["masks"]["methods"]
+    presets = cfg["crf"]["presets"]
+    if not methods:
+        raise PipelineError("config key masks.methods: empty (at least one method is needed)")
+    unknown = [m for m in methods if m not in (*CAM_METHODS, "seco")]
+    if unknown:
+        raise PipelineError(f"config key masks.methods.{unknown[0]}: unknown method (known: baseline, csd, seco)")
+    if "baseline" not in methods:
+        raise PipelineError("config key masks.methods.baseline: missing (CSD's round 1 and the offline tags need it)")
+    for m, recipe in methods.items():
+        key = f"masks.methods.{m}"
+        if recipe["crf"] not in presets:
+            raise PipelineError(f"config key {key}.crf: {recipe['crf']!r} is not a preset in crf.presets "
+                                f"({sorted(presets)})")
+        if recipe["labels"] == "dual":
+            for k in ("fg_threshold", "bg_threshold"):
+                if k not in recipe:
+                    raise PipelineError(f"config key {key}.{k}: missing (labels: dual)")
+            _order(cfg, f"{key}.bg_threshold", f"{key}.fg_threshold")
+        if recipe["labels"] == "single" and "threshold" not in recipe:
+            raise PipelineError(f"config key {key}.threshold: missing (labels: single)")
+        if m in CAM_METHODS and recipe["source"] != "cam":
+            raise PipelineError(f"config key {key}.source: {m} has CAM seeds only (source: cam)")
+        if m not in cfg["eval_cam"]["bg_threshold"]:
+            raise PipelineError(f"config key eval_cam.bg_threshold.{m}: missing (every method's seeds are evaluated)")
+    if cfg["crf"]["predictions"] not in presets:
+        raise PipelineError(f"config key crf.predictions: {cfg['crf']['predictions']!r} is not a preset in "
+                            f"crf.presets ({sorted(presets)})")
+    if not cfg["eval_cam"]["sweep"]:
+        raise PipelineError("config key eval_cam.sweep: empty (list at least one threshold)")
+    if "csd" in methods and cfg["cam"]["crop_size"] % cfg["cam"]["output_stride"]:
+        raise PipelineError(f"config key cam.crop_size: {cfg['cam']['crop_size']} is not a multiple of "
+                            f"cam.output_stride {cfg['cam']['output_stride']} (CSD's losses work on whole CAM cells)")
+    seco = cfg["seco"]
+    _order(cfg, "seco.low", "seco.high")
+    if seco["local_crop_size"] >= seco["crop_size"]:
+        raise PipelineError("config key seco.local_crop_size: must be smaller than seco.crop_size")

@@ -1,1 +1,0 @@
-"""Networks: one timm backbone factory and the method heads built on it."""

@@ -1,0 +1,61 @@
+"""The rule table: `RULES` declares, once, which stage module each rule runs and which config sections it reads.
+The rule passes exactly that slice as `--cfg` (so only those keys trigger a rerun) and the
+benchmark builds the same `--cfg` from it. A section may be a dotted path ("masks.methods.baseline")
+to pass one sub-tree. Standard library only: the Snakefile imports this when the DAG is built. It lives outside
+`pipeline.stages` so that editing it does not change every stage's code hash.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import NamedTuple
+
+_GPU = ("seed", "dataset", "runtime")
+
+
+class Rule(NamedTuple):
+    stage: str                    # module under pipeline.stages
+    sections: tuple[str, ...]     # config sections (or dotted sub-trees) the stage reads
+
+
+RULES: dict[str, Rule] = {
+    "make_synthetic": Rule("make_synthetic", ("synthetic",)),
+    "index_dataset": Rule("index_dataset", ("dataset",)),
+    "train_cam": Rule("train_cam", (*_GPU, "cam")),
+    "make_cam": Rule("make_cam", (*_GPU, "cam")),
+    "eval_cam": Rule("eval_cam", ("dataset", "eval_cam")),
+    "tag_patches": Rule("tag_patches", ("seed", "dataset", "seco")),
+    "train_csd": Rule("train_csd", (*_GPU, "cam", "csd", "masks.methods.baseline")),
+    "train_seco": Rule("train_seco", (*_GPU, "seco")),
+    "infer_seco": Rule("infer_seco", (*_GPU, "seco")),
+    "eval_seco": Rule("eval_seco", ("dataset",)),
+    "export_masks": Rule("export_masks", ("dataset", "masks")),
+    "crf_masks": Rule("crf", ("dataset", "masks", "crf")),
+    "gather_crf_masks": Rule("gather_shards", ()),
+    "eval_masks": Rule("eval_masks", ("dataset",)),
+    "train_deeplab": Rule("train_deeplab", (*_GPU, "deeplab")),
+    "infer_deeplab": Rule("infer_deeplab", (*_GPU, "deeplab", "report")),
+    "crf_predictions": Rule("crf", ("dataset", "crf")),
+    "gather_crf_predictions": Rule("gather_shards", ()),
+    "eval_deeplab": Rule("eval_deeplab", ("dataset",)),
+    "summarize": Rule("summarize", ()),
+    "report_qualitative": Rule("report_qualitative", ("seed", "dataset", "report")),
+}
+
+
+def config_slice(config: dict, sections: tuple[str, ...]) -> dict:
+    """The part of `config` under `sections`; a dotted section keeps only that sub-tree."""
+    out: dict = {}
+    for section in sections:
+        *parents, leaf = section.split(".")
+        src, dst = config, out
+        for key in parents:
+            src = src.get(key) or {}
+            dst = dst.setdefault(key, {})
+        dst[leaf] = src.get(leaf)
+    return out
+
+
+def stage_cfg(config: dict, rule: str) -> str:
+    """The `--cfg` JSON the rule passes to its stage."""
+    return json.dumps(config_slice(config, RULES[rule].sections), sort_keys=True)
