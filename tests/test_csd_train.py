@@ -26,7 +26,6 @@ def setup(tiny_synthetic, tmp_path_factory):
     cfg = tiny_config()
     cfg["dataset"].update(root=str(tiny_synthetic), splits={"train": "train", "eval": "train", "val": "val"})
     cfg["cam"].update(epochs=1, batch_size=8, ckpt_every=2, frozen_bn=True)
-    cfg["csd"].update(paste_batch=4, crop_size=64, resize_long=[56, 80])
     index = work / "index.json"
     index_main(["--cfg", json.dumps({"dataset": cfg["dataset"]}), "--out", str(index)])
     ds = open_dataset(cfg["dataset"])
@@ -95,8 +94,7 @@ def test_bad_inputs_name_the_file_or_key(setup, tmp_path, capsys):
         w.write_mask(ids[0], ds.mask(ids[0]))
     bad_kind = {**cfg, "csd": {**cfg["csd"], "source_masks": "crf_masks"}}
     for conf, masks, needle in ((bad_kind, partial, "partial.h5"),
-                                (bad_kind, cams, "expected 'mask'"),
-                                ({**cfg, "csd": {**cfg["csd"], "crop_size": 72}}, cams, "csd.crop_size")):
+                                (bad_kind, cams, "expected 'mask'")):
         with pytest.raises(SystemExit) as exc:
             _run(conf, index, masks, tmp_path / "out")
         assert exc.value.code == 2

@@ -22,7 +22,7 @@ def _copy_workflow(dst: Path) -> Path:
     """A private copy of the workflow and its `pipeline` package, so the test can edit code."""
     for name in ("Snakefile", "config.yaml"):
         shutil.copy(REPO / name, dst / name)
-    for name in ("workflow", "pipeline", "envs"):
+    for name in ("workflow", "pipeline", "envs", "configs"):
         shutil.copytree(REPO / name, dst / name, ignore=shutil.ignore_patterns("__pycache__"))
     return dst
 
@@ -57,8 +57,7 @@ def _append_code(path: Path, line: str) -> None:
 @pytest.fixture(scope="module")
 def finished_copy(tmp_path_factory):
     work = _copy_workflow(tmp_path_factory.mktemp("rerun"))
-    cfg = work / "tiny.yaml"
-    cfg.write_text(json.dumps(tiny_config()))
+    cfg = work / "configs/tiny.yaml"
     _snakemake(work, *CAM_TARGETS, "--cores", "2", "--configfile", str(cfg))
     assert _scheduled(work, cfg) == {}
     return work, cfg
@@ -66,19 +65,19 @@ def finished_copy(tmp_path_factory):
 
 def test_comment_and_docstring_edits_schedule_nothing(finished_copy):
     work, cfg = finished_copy
-    _append_code(work / "pipeline/tagging.py", "# a comment changes no behaviour")
+    _append_code(work / "pipeline/seco/tagging.py", "# a comment changes no behaviour")
     assert _scheduled(work, cfg) == {}
 
 
 def test_unrelated_module_edit_schedules_nothing(finished_copy):
     work, cfg = finished_copy
-    _append_code(work / "pipeline/runtime/_demo.py", "_UNUSED_BY_STAGES = 1")
+    _append_code(work / "pipeline/bench/document.py", "_UNUSED_BY_STAGES = 1")
     assert _scheduled(work, cfg) == {}
 
 
 def test_stage_module_edit_reruns_that_stage_only(finished_copy):
     work, cfg = finished_copy
-    _append_code(work / "pipeline/tag_patches.py", "_EDITED = True")
+    _append_code(work / "pipeline/stages/tag_patches.py", "_EDITED = True")
     assert _scheduled(work, cfg) == {"tag_patches": 1}
     _snakemake(work, *CAM_TARGETS, "--cores", "2", "--configfile", str(cfg))
     assert _scheduled(work, cfg) == {}
@@ -86,9 +85,9 @@ def test_stage_module_edit_reruns_that_stage_only(finished_copy):
 
 def test_imported_module_edit_reruns_stage_and_downstream(finished_copy):
     work, cfg = finished_copy
-    # pipeline/cams.py is imported by make_cam (and eval_cam); tag_patches runs downstream of
+    # pipeline/irn/cams.py is imported by make_cam (and eval_cam); tag_patches runs downstream of
     # make_cam; train_cam, index_dataset and make_synthetic are upstream and must not rerun.
-    _append_code(work / "pipeline/cams.py", "_EDITED = True")
+    _append_code(work / "pipeline/irn/cams.py", "_EDITED = True")
     jobs = _scheduled(work, cfg)
     assert jobs == {"make_cam": 1, "eval_cam": 1, "tag_patches": 1}
 
@@ -129,12 +128,21 @@ def test_killed_training_resumes_from_checkpoint(tmp_path):
 
 
 def test_every_rule_carries_the_code_hash_of_its_stage():
-    """Each rule's params include stage_code("pipeline.X") for the module its shell runs."""
+    """Each rule runs the stage module pipeline/rules.py names for it, and its params carry that
+    stage's code hash and config slice (stage_code / stage_cfg of the rule's own name)."""
+    from pipeline.rules import RULES
+
     rules_dir = REPO / "workflow/rules"
+    seen = set()
     for smk in rules_dir.glob("*.smk"):
         for block in re.split(r"\n(?=rule )", smk.read_text()):
-            module = re.search(r"python -m (pipeline\.[\w.]+)", block)
+            module = re.search(r"python -m pipeline\.stages\.(\w+)", block)
             if not block.startswith("rule ") or not module:
                 continue
-            assert f'code=stage_code("{module.group(1)}")' in block, f"{smk.name}: {block.splitlines()[0]}"
+            name = re.match(r"rule (\w+):", block).group(1)
+            seen.add(name)
+            assert RULES[name].stage == module.group(1), f"{smk.name}: rule {name} runs {module.group(1)}"
+            assert f'code=stage_code("{name}")' in block, f"{smk.name}: {block.splitlines()[0]}"
+            assert f'cfg=stage_cfg("{name}")' in block, f"{smk.name}: {block.splitlines()[0]}"
             assert "resources:" in block, f"{smk.name}: {block.splitlines()[0]} has no resources"
+    assert seen == set(RULES), set(RULES) ^ seen

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 from pipeline.seco.par import PAR
@@ -47,3 +48,24 @@ def test_par_affinity_by_hand():
     nb = par.neighbours(x)
     assert nb[0, 0, 0, 2, 3].item() == x[0, 0, 1, 2].item() and nb[0, 0, 7, 2, 3].item() == x[0, 0, 3, 4].item()
     assert nb[0, 0, 8, 0, 0].item() == x[0, 0, 0, 0].item()  # replicate padding at dilation 2
+
+
+def test_denormalize_is_the_official_uint8_arithmetic():
+    """denormalize_img2: x * 58.395 + 123.675 (per channel, literal constants) -> uint8 -> / 255."""
+    from pipeline.data.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize
+    from pipeline.seco.pseudo import denormalize01
+
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    x = torch.from_numpy(normalize(pixels).transpose(2, 0, 1).copy())[None]
+    mean, std = [123.675, 116.28, 103.53], [58.395, 57.12, 57.375]
+    official = torch.zeros_like(x)
+    for c in range(3):
+        official[:, c] = x[:, c] * std[c] + mean[c]
+    official = official.type(torch.uint8) / 255.0
+    assert torch.equal(denormalize01(x), official)
+    # The previous arithmetic (IMAGENET_STD * 255, clamp, floor) is one level off on some values.
+    m = torch.as_tensor(IMAGENET_MEAN)[None, :, None, None] * 255
+    s = torch.as_tensor(IMAGENET_STD)[None, :, None, None] * 255
+    old = (x * s + m).clamp(0, 255).floor() / 255.0
+    assert not torch.equal(old, official)

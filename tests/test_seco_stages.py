@@ -12,10 +12,10 @@ import torch
 
 from pipeline.io.h5store import ArtifactReader, ArtifactWriter, upsample_scores
 from pipeline.runtime.checkpoint import load_final
+from pipeline.seco.infer import fit_cache, round_mantissa
 from pipeline.seco.train import SeCoStep, poly_warmup
 from pipeline.stages.eval_seco import main as eval_main
 from pipeline.stages.index_dataset import main as index_main
-from pipeline.stages.infer_seco import fit_cache, round_mantissa
 from pipeline.stages.infer_seco import main as infer_main
 from pipeline.stages.train_seco import main as train_main
 from tests.conftest import tiny_config

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from tests.conftest import REPO, tiny_config, tool_env, workdir
+from tests.conftest import REPO, TINY_CONFIG, tool_env, workdir
 from tests.slurm_cluster import LocalSlurm
 
 pytestmark = pytest.mark.slurm
@@ -38,8 +38,7 @@ def slurm(tmp_path_factory):
 
 def test_tiny_dag_through_slurm(slurm, tmp_path):
     work = workdir(tmp_path / "work")
-    cfg = work / "tiny.yaml"
-    cfg.write_text(json.dumps(tiny_config()))
+    cfg = TINY_CONFIG
     env = dict(tool_env(), **slurm.env())
     t0 = time.monotonic()
     p = subprocess.run(

@@ -22,11 +22,11 @@ import numpy as np
 import pydensecrf.densecrf as dcrf
 from pydensecrf.utils import unary_from_labels, unary_from_softmax
 
+from pipeline.data.labels import IGNORE_INDEX
 from pipeline.errors import PipelineError
 from pipeline.irn.cams import scores_to_label
 
 UNARIES = ("labels", "softmax")
-UNCERTAIN = 255
 
 
 @dataclass(frozen=True)
@@ -103,7 +103,7 @@ def combine_dual(fg_conf: np.ndarray, bg_conf: np.ndarray) -> np.ndarray:
     """IRN's combination: foreground from the high-threshold map, 255 where it is background,
     0 where both maps are background."""
     out = fg_conf.astype(np.uint8).copy()
-    out[fg_conf == 0] = UNCERTAIN
+    out[fg_conf == 0] = IGNORE_INDEX  # the uncertain band, ignored by DeepLab
     out[(fg_conf == 0) & (bg_conf == 0)] = 0
     return out
 

@@ -19,95 +19,25 @@ float16), written to --metrics with the stored bytes per image pixel.
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from pipeline.cli import gpu_stage_parser, open_indexed, parse, require, run_gpu_job, split_ids
 from pipeline.data.transforms import normalize, to_chw
-from pipeline.errors import PipelineError, cli_entry
+from pipeline.errors import cli_entry
 from pipeline.eval.metrics import ConfusionMatrix, scores, write_summary
 from pipeline.io.h5store import ArtifactWriter, merge_shards, upsample_scores
-from pipeline.irn.cams import strided_size
 from pipeline.runtime.checkpoint import load_final
 from pipeline.runtime.device import select_device, setup_precision
 from pipeline.runtime.distributed import all_gather_objects, barrier, rank_device, shard_indices
+from pipeline.seco.infer import cam_seeds, fit_cache, round_mantissa, seg_logits
 from pipeline.seco.network import build_seco_net
-from pipeline.seco.pseudo import multi_scale_cams
 
 log = logging.getLogger("pipeline.stages.infer_seco")
-
-RESIZE_MODES = ("keep_aspect", "square")
-
-
-def input_size(size: tuple[int, int], scale: float, infer: dict) -> tuple[int, int]:
-    if infer["resize"] == "square":
-        side = int(infer["square_size"] * scale)
-        return side, side
-    return max(1, int(size[0] * scale)), max(1, int(size[1] * scale))
-
-
-@torch.no_grad()
-def seg_logits(net, x: torch.Tensor, size: tuple[int, int], scales: list[float], infer: dict) -> torch.Tensor:
-    """C x H x W float32: per scale logits(image) + flip(logits(flipped image)), upsampled to
-    `size`; max over scales."""
-    best = None
-    for s in scales:
-        xs = F.interpolate(x, size=input_size(size, s, infer), mode="bilinear", align_corners=False)
-        out = net.seg_logits(torch.cat([xs, xs.flip(-1)])).float()
-        out = F.interpolate(out, size=size, mode="bilinear", align_corners=False)
-        seg = out[0] + out[1].flip(-1)
-        best = seg if best is None else torch.maximum(best, seg)
-    return best
-
-
-@torch.no_grad()
-def cam_seeds(net, x: torch.Tensor, size: tuple[int, int], classes: list[int], infer: dict) -> np.ndarray:
-    """K x ceil(H/s) x ceil(W/s) min-max normalised CAMs of the present (1-based) classes."""
-    xs = F.interpolate(x, size=input_size(size, 1.0, infer), mode="bilinear", align_corners=False)
-    cam, _ = multi_scale_cams(net, xs, infer["cam_scales"], out_size=strided_size(size, infer["cam_stride"]))
-    return cam[0, [c - 1 for c in classes]].cpu().numpy()
-
-
-@functools.lru_cache(maxsize=256)
-def _fit_matrix(n: int, stride: int) -> torch.Tensor:
-    """g x n pseudo-inverse of the reader's 1-D upsampling (`upsample_scores`: linear,
-    align_corners=False, from g = ceil(n/stride) cells to g*stride pixels, cropped to n)."""
-    g = (n - 1) // stride + 1
-    up = F.interpolate(torch.eye(g, dtype=torch.float64)[:, None], size=g * stride, mode="linear",
-                       align_corners=False)[:, 0, :n]
-    return torch.linalg.pinv(up.T)
-
-
-def fit_cache(logits: torch.Tensor, stride: int) -> torch.Tensor:
-    """C x ceil(H/s) x ceil(W/s) cell values whose bilinear upsampling (what a reader does) is the
-    least-squares closest to the full-resolution C x H x W logits. Separable: Py L Px^T. Much
-    closer after upsampling than area averages (measured in docs/ARTIFACTS.md)."""
-    if stride == 1:
-        return logits
-    h, w = logits.shape[-2:]
-    py = _fit_matrix(h, stride).to(logits.device, torch.float32)
-    px = _fit_matrix(w, stride).to(logits.device, torch.float32)
-    return py @ logits.float() @ px.T
-
-
-def round_mantissa(values: np.ndarray, bits: int) -> np.ndarray:
-    """float16 with the mantissa rounded to `bits` of its 10 bits (round half up on the bit
-    pattern; 10 = unchanged). Zeroed low bits make gzip+shuffle effective on logits."""
-    half = values.astype(np.float16)
-    if bits >= 10:
-        return half
-    drop = 10 - bits
-    u = half.view(np.uint16).astype(np.uint32)
-    finite = np.isfinite(half)
-    rounded = (((u + (1 << (drop - 1))) >> drop) << drop).astype(np.uint16).view(np.float16)
-    return np.where(finite & np.isfinite(rounded), rounded, half)
-
 
 class _Fidelity:
     """Confusion matrices of full-resolution vs cached logits per split role."""
@@ -129,8 +59,6 @@ def _infer(rank: int, world: int, cfg: dict, index_path: str, model_path: str, c
            metrics_out: str) -> None:
     seco = require(cfg, "seco")
     infer = seco["infer"]
-    if infer["resize"] not in RESIZE_MODES:
-        raise PipelineError(f"config key seco.infer.resize: {infer['resize']!r} not in {RESIZE_MODES}")
     device = rank_device(select_device(require(cfg, "runtime.device")))
     setup_precision(device, "off")  # float32 logits: the cache's fidelity is measured against them
     ds, index = open_indexed(cfg, index_path)

@@ -1,0 +1,57 @@
+"""The package layout's rules: thin stages that never import each other, one training skeleton."""
+
+from __future__ import annotations
+
+import ast
+
+from pipeline.provenance import ROOT, direct_imports
+from pipeline.rules import RULES
+
+STAGES = ROOT / "stages"
+
+
+def test_no_stage_imports_another_stage():
+    for path in sorted(STAGES.glob("*.py")):
+        if path.name == "__init__.py":
+            continue
+        stage_imports = {m for m in direct_imports(path) if m.startswith("pipeline.stages.")}
+        assert not stage_imports, f"{path.name} imports {sorted(stage_imports)}"
+
+
+def test_every_rule_names_an_existing_stage_module():
+    for rule, entry in RULES.items():
+        assert (STAGES / f"{entry.stage}.py").is_file(), rule
+    modules = {p.stem for p in STAGES.glob("*.py")} - {"__init__"}
+    assert modules == {entry.stage for entry in RULES.values()}, "a stage module without a rule"
+
+
+def _calls(path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Call):
+            f = node.func
+            names.add(f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute) else "")
+    return names
+
+
+def test_trainers_share_the_one_training_skeleton():
+    trainers = sorted(STAGES.glob("train_*.py"))
+    assert [p.stem for p in trainers] == ["train_cam", "train_csd", "train_deeplab", "train_seco"]
+    for path in trainers:
+        calls = _calls(path)
+        assert "train_main" in calls, f"{path.name} does not run pipeline.runtime.train.train_main"
+        assert not calls & {"run_loop", "save_final", "wrap_ddp", "select_device"}, path.name
+    # Only the skeleton runs the loop and writes final models.
+    users = {p.relative_to(ROOT).as_posix() for p in ROOT.rglob("*.py")
+             if "run_loop" in _calls(p) and p.parent.name != "bench"}
+    assert users == {"runtime/train.py"}, users
+
+
+def test_label_constants_are_defined_once():
+    hits = []
+    for path in ROOT.rglob("*.py"):
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.Assign) and any(
+                    isinstance(t, ast.Name) and t.id in ("IGNORE_INDEX", "UNCERTAIN") for t in node.targets):
+                hits.append(path.relative_to(ROOT).as_posix())
+    assert sorted(hits) == ["data/labels.py", "data/labels.py"], hits
