@@ -11,13 +11,14 @@ import pytest
 import torch
 
 from pipeline.data import open_dataset
+from pipeline.deeplab.data import MaskSource
 from pipeline.deeplab.model import MSC, DeepLab, multiscale_logits, output_size
+from pipeline.deeplab.train import build_optimizer, seg_loss
 from pipeline.errors import PipelineError
 from pipeline.io.h5store import ArtifactReader
 from pipeline.runtime.checkpoint import load_final
 from pipeline.stages.infer_deeplab import main as infer_main
 from pipeline.stages.summarize import build_summary
-from pipeline.stages.train_deeplab import MaskSource, build_optimizer, seg_loss
 from pipeline.stages.train_deeplab import main as train_main
 from tests.masks_helpers import default_sections, tiny_cfg, write_index
 
