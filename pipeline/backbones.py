@@ -38,3 +38,26 @@ def _create(timm, name: str, pretrained: bool, key: str, **kwargs) -> nn.Module:
         if "Unknown model" in str(exc):
             raise PipelineError(f"config key {key.rsplit('.', 1)[0]}.backbone: unknown timm model {name!r}") from exc
         raise
+
+
+def freeze_batchnorm(module: nn.Module) -> None:
+    """IRN's FixedBatchNorm: running statistics and affine parameters are kept as loaded."""
+    for m in module.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eval()
+            for p in m.parameters():
+                p.requires_grad_(False)
+
+
+class FrozenBNBackbone(nn.Module):
+    """A network with a `backbone` whose BatchNorm stays frozen through `train()` when
+    `self.frozen_bn` is set (IRN's FixedBatchNorm, kazuto's DeepLab)."""
+
+    backbone: nn.Module
+    frozen_bn: bool = False
+
+    def train(self, mode: bool = True) -> FrozenBNBackbone:
+        super().train(mode)
+        if self.frozen_bn:
+            freeze_batchnorm(self.backbone)
+        return self

@@ -18,9 +18,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from pipeline.backbones import create_backbone
+from pipeline.backbones import FrozenBNBackbone, create_backbone, freeze_batchnorm
 from pipeline.errors import PipelineError
-from pipeline.irn.model import freeze_batchnorm
 
 ARCHS = ("v2", "v3plus")
 
@@ -79,7 +78,7 @@ class V3PlusHead(nn.Module):
         return self.classifier(self.fuse(torch.cat([x, self.reduce(low)], dim=1)))
 
 
-class DeepLab(nn.Module):
+class DeepLab(FrozenBNBackbone):
     """DeepLab-v2 or -v3+ on a timm ResNet. `forward` returns logits at `self.stride`."""
 
     def __init__(self, num_classes: int, arch: str = "v2", backbone: str = "resnet101",
@@ -104,12 +103,6 @@ class DeepLab(nn.Module):
         self.frozen_bn = frozen_bn
         if frozen_bn:
             freeze_batchnorm(self.backbone)
-
-    def train(self, mode: bool = True) -> DeepLab:
-        super().train(mode)
-        if self.frozen_bn:
-            freeze_batchnorm(self.backbone)
-        return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         feats = self.backbone(x)

@@ -11,19 +11,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from pipeline.backbones import create_backbone
+from pipeline.backbones import FrozenBNBackbone, create_backbone, freeze_batchnorm
 
 
-def freeze_batchnorm(module: nn.Module) -> None:
-    """IRN's FixedBatchNorm: running statistics and affine parameters are kept as loaded."""
-    for m in module.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.eval()
-            for p in m.parameters():
-                p.requires_grad_(False)
-
-
-class CAMNet(nn.Module):
+class CAMNet(FrozenBNBackbone):
     def __init__(self, num_classes: int, backbone: str = "resnet50", pretrained: str | bool | None = None,
                  frozen_bn: bool = True, detach_stage: int = 2, output_stride: int = 16) -> None:
         super().__init__()
@@ -39,12 +30,6 @@ class CAMNet(nn.Module):
                     p.requires_grad_(False)
         if frozen_bn:
             freeze_batchnorm(self.backbone)
-
-    def train(self, mode: bool = True) -> CAMNet:
-        super().train(mode)
-        if self.frozen_bn:
-            freeze_batchnorm(self.backbone)
-        return self
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Stage-4 feature map. timm's feature stages 1..4 are IRN's stage2..stage5 inputs."""

@@ -2,14 +2,6 @@
 
 The method is `pipeline.deeplab.train`; the loop, resume and final save are the training
 skeleton's (`pipeline.runtime.train`).
-
-The WSSS recipe (kazuto1011/deeplab-pytorch configs/voc12.yaml, configs/voc12.yaml here):
-DeepLab-v2 ResNet-101 at output stride 8, crop 321, batch 5 x iter_size 2, 20k iterations,
-SGD momentum 0.9, lr 2.5e-4 (ASPP weights x10, biases x20 without decay), weight decay 5e-4,
-poly 0.9 stepped every 10 iterations, random scale {0.5..1.5} + flip, ignore 255, MSC loss on
-the 1.0 / 0.75 / 0.5 logits and their max. Pseudo-mask pixels marked uncertain (255) are
-ignored like GT void pixels. The fully supervised ceiling trains the same network on the GT
-masks of the same training images.
 """
 
 from __future__ import annotations
