@@ -92,7 +92,7 @@ def run_gpu_job(fn: Callable[..., Any], gpus: int, *args: Any) -> None:
     """Lease `gpus` physical GPUs (no-op on CPU / under SLURM) and run `fn(rank, world, *args)`,
     on `gpus` DDP processes when more than one is asked for."""
     from pipeline.runtime.distributed import launch
-    from pipeline.runtime.lease import GpuLease
+    from pipeline.runtime.lease import GpuLease, wait_limit
 
-    with GpuLease(max(gpus, 0)):
+    with GpuLease(max(gpus, 0), timeout=wait_limit()):
         launch(fn, max(gpus, 1), *args)

@@ -20,7 +20,7 @@ class Rule(NamedTuple):
 
 RULES: dict[str, Rule] = {
     "make_synthetic": Rule("make_synthetic", ("synthetic",)),
-    "index_dataset": Rule("index_dataset", ("dataset",)),
+    "index_dataset": Rule("index_dataset", ("dataset", "cam.batch_size", "seco.batch_size", "deeplab.batch_size")),
     "train_cam": Rule("train_cam", (*_GPU, "cam")),
     "make_cam": Rule("make_cam", (*_GPU, "cam")),
     "eval_cam": Rule("eval_cam", ("dataset", "eval_cam")),

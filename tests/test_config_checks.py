@@ -33,6 +33,7 @@ def test_defaults_pass():
     ("seco.low", 0.9, "seco.low"),
     ("masks.methods.baseline.bg_threshold", 0.5, "masks.methods.baseline.bg_threshold"),
     ("masks.methods.csd.crf", "nope", "masks.methods.csd.crf"),
+    ("masks.methods.baseline.crf", "nope", "masks.methods.baseline.crf"),
     ("crf.predictions", "nope", "crf.predictions"),
     ("eval_cam.sweep", [], "eval_cam.sweep"),
     ("cam.crop_size", 72, "cam.crop_size"),

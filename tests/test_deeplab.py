@@ -168,6 +168,7 @@ def test_killed_training_resumes_to_the_same_weights(tiny_synthetic, tmp_path):
             "--ckpt-dir", str(tmp_path / "ck"), "--metrics", str(tmp_path / "m.csv")]
     train_main([*args, "--out", str(tmp_path / "full.pth")])
     (tmp_path / "ck" / "last.pth").unlink()  # prev.pth holds iteration 1
+    (tmp_path / "ck" / "complete").unlink()  # as if killed before the final model was written
     train_main([*args, "--out", str(tmp_path / "resumed.pth")])
     a, _ = load_final(tmp_path / "full.pth")
     b, _ = load_final(tmp_path / "resumed.pth")

@@ -116,3 +116,15 @@ def test_run_loop_resumes_under_ddp(tmp_path: Path) -> None:
         a, b = torch.load(ref / name), torch.load(run / name)
         for k in a:
             assert torch.equal(a[k], b[k]), (name, k)
+
+
+def test_changed_world_size_starts_over_with_one_log_line(tmp_path: Path, caplog) -> None:
+    """A checkpoint of a 1-process run resumed by 2 processes: the data position cannot be
+    carried over, so the run starts over (one warning), instead of a traceback."""
+    run = tmp_path / "run"
+    D.launch(_loop_worker, 1, run, 2)  # "interrupted" after iteration 1, on one process
+    D.launch(_loop_worker, 2, run, 4)
+    ckpt = torch.load(run / "ckpt" / "last.pth", weights_only=False)
+    assert ckpt["iteration"] == 3 and ckpt["extra"]["_trainer"]["world_size"] == 2
+    lines = (run / "metrics.csv").read_text().splitlines()
+    assert [line.split(",")[0] for line in lines[1:]] == ["0", "1", "2", "3"]  # from scratch

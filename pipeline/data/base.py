@@ -61,6 +61,10 @@ class SegDataset(ABC):
     @abstractmethod
     def ids(self, split: str) -> list[str]: ...
 
+    def split_path(self, split: str) -> Path:
+        """The file that lists the split's ids (for messages)."""
+        return Path(f"<{self.kind} split {split!r}>")
+
     @abstractmethod
     def image_path(self, image_id: str) -> Path: ...
 

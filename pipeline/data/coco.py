@@ -41,11 +41,14 @@ class COCODataset(SegDataset):
                 f"config key dataset.root: {self.root}/JPEGImages has neither train2014/val2014 nor train/val"
             )
 
-    def ids(self, split: str) -> list[str]:
+    def split_path(self, split: str) -> Path:
         for d in self.split_dirs:
             if (d / f"{split}.txt").is_file():
-                return read_split_list(d / f"{split}.txt")
+                return d / f"{split}.txt"
         raise PipelineError(f"split list for '{split}' not found (tried {', '.join(str(d) for d in self.split_dirs)})")
+
+    def ids(self, split: str) -> list[str]:
+        return read_split_list(self.split_path(split))
 
     @staticmethod
     def _subset(image_id: str) -> str:

@@ -30,12 +30,22 @@ def _check_one(ds: SegDataset, image_id: str) -> tuple[str, list[int], list[int]
     return image_id, list(img.shape[:2]), classes, mask is not None
 
 
-def build_index(ds: SegDataset, splits: dict[str, str], workers: int = 1) -> dict:
+def build_index(ds: SegDataset, splits: dict[str, str], workers: int = 1,
+                min_train: dict[str, int] | None = None) -> dict:
+    """Validate every image and mask of `splits` (role -> split name) and index them.
+    `min_train` maps config keys (batch sizes) to the training images each needs at least."""
     out: dict = {"version": INDEX_VERSION, "kind": ds.kind, "class_names": ds.class_names, "splits": {}}
     for role, split in splits.items():
         ids = ds.ids(split)
+        where = f"{ds.split_path(split)} (dataset.splits.{role}: {split})"
+        if not ids:
+            raise PipelineError(f"{where}: the split list is empty")
         if len(set(ids)) != len(ids):
-            raise PipelineError(f"split list '{split}' (dataset.splits.{role}) has duplicate ids")
+            raise PipelineError(f"{where}: the split list has duplicate ids")
+        if role == "train":
+            for key, need in (min_train or {}).items():
+                if len(ids) < need:
+                    raise PipelineError(f"{where}: {len(ids)} training images, fewer than config key {key} ({need})")
         check = partial(_check_one, ds)
         if workers > 1:
             with ProcessPoolExecutor(workers) as pool:

@@ -39,12 +39,15 @@ class VOCDataset(SegDataset):
         self.mask_dir = aug if aug.is_dir() else self.root / "SegmentationClass"
         self._masks = {p.stem for p in self.mask_dir.glob("*.png")} if self.mask_dir.is_dir() else set()
 
-    def ids(self, split: str) -> list[str]:
+    def split_path(self, split: str) -> Path:
         for d in self.split_dirs:
             if (d / f"{split}.txt").is_file():
-                return read_split_list(d / f"{split}.txt")
+                return d / f"{split}.txt"
         tried = ", ".join(str(d / f"{split}.txt") for d in self.split_dirs)
         raise PipelineError(f"split list for '{split}' not found (tried {tried})")
+
+    def ids(self, split: str) -> list[str]:
+        return read_split_list(self.split_path(split))
 
     def image_path(self, image_id: str) -> Path:
         return self.root / "JPEGImages" / f"{image_id}.jpg"

@@ -1,13 +1,71 @@
-"""Write-to-temp-then-rename, so a killed job never leaves a readable partial output."""
+"""Write-to-temp-then-rename, so a killed job never leaves a readable partial output.
+
+Temporaries are named `.<name>.tmp-<host>-<pid>-<random>` beside the target. The next write of
+the same target removes those whose writer is gone (same host, process no longer alive), so a
+stage killed mid-write leaves nothing behind once it has run again. Finished files get the
+permissions the umask allows (mkstemp's own 0600 would hide them from collaborators), and a full
+disk is reported as such, naming the path.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import re
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+from pipeline.errors import PipelineError
+
+_HOST = re.sub(r"[^A-Za-z0-9_.]", "_", socket.gethostname())
+# Too little space left to be a coincidence when a write failed.
+_FULL_BYTES = 1 << 20
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temporaries(final: Path) -> list[Path]:
+    """Delete temporaries of `final` left by writers that died (same host, dead PID); temporaries
+    without a writer tag (written before tags existed) count as dead. Returns what was removed."""
+    removed = []
+    tagged = re.compile(rf"^\.{re.escape(final.name)}\.tmp-(?P<host>.+)-(?P<pid>\d+)-[^-]+$")
+    for tmp in final.parent.glob(f".{final.name}.tmp-*"):
+        m = tagged.match(tmp.name)
+        if m and (m["host"] != _HOST or _alive(int(m["pid"]))):
+            continue
+        if tmp.is_dir() and not tmp.is_symlink():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
+        removed.append(tmp)
+    return removed
+
+
+def _disk_full(exc: BaseException, where: Path) -> bool:
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    if isinstance(exc, (OSError, RuntimeError)):  # torch.save reports ENOSPC as "unexpected pos"
+        with contextlib.suppress(OSError):
+            return shutil.disk_usage(where).free < _FULL_BYTES
+    return False
 
 
 @contextlib.contextmanager
@@ -20,7 +78,8 @@ def atomic_path(path: str | os.PathLike, *, is_dir: bool = False) -> Iterator[Pa
     """
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
-    prefix = f".{final.name}.tmp-"
+    remove_stale_temporaries(final)
+    prefix = f".{final.name}.tmp-{_HOST}-{os.getpid()}-"
     if is_dir:
         tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=final.parent))
     else:
@@ -29,14 +88,19 @@ def atomic_path(path: str | os.PathLike, *, is_dir: bool = False) -> Iterator[Pa
         tmp = Path(name)
     try:
         yield tmp
+        os.chmod(tmp, (0o777 if tmp.is_dir() else 0o666) & ~_umask())
         if is_dir and final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
-    except BaseException:
+    except BaseException as exc:
+        full = _disk_full(exc, final.parent)
         if tmp.is_dir():
             shutil.rmtree(tmp, ignore_errors=True)
         else:
             tmp.unlink(missing_ok=True)
+        if full:
+            raise PipelineError(f"{final}: no space left on the device holding {final.parent} "
+                                f"({type(exc).__name__}: {exc}); free space and rerun") from exc
         raise
 
 

@@ -22,6 +22,7 @@ initialise the driver and freeze the device list before the lease narrows it.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import fcntl
@@ -40,6 +41,7 @@ log = logging.getLogger(__name__)
 
 LOCK_DIR_ENV = "WSSS_GPU_LOCK_DIR"
 POOL_ENV = "WSSS_GPU_POOL"
+WAIT_LIMIT_ENV = "WSSS_GPU_WAIT_LIMIT"
 DEFAULT_LOCK_DIR = "/tmp/wsss-gpu-locks"
 
 
@@ -115,6 +117,48 @@ def _lock_file(lock_dir: Path, gpu_id: str) -> Path:
     return lock_dir / f"gpu-{gpu_id.replace('/', '_')}.lock"
 
 
+def _prepare_lock_dir(lock_dir: Path) -> None:
+    """Create the shared lock folder world-writable with the sticky bit (like /tmp), so every user
+    of a shared workstation can add lock files and nobody can delete another's."""
+    try:
+        if not lock_dir.is_dir():
+            lock_dir.mkdir(parents=True, exist_ok=True)
+            with contextlib.suppress(PermissionError):
+                os.chmod(lock_dir, 0o1777)
+    except OSError as exc:
+        raise PipelineError(f"GPU lock folder {lock_dir} ({LOCK_DIR_ENV}): cannot use it as a folder "
+                            f"({exc.strerror}); point {LOCK_DIR_ENV} at a folder every GPU job can write") from exc
+
+
+def _open_lock(path: Path) -> int:
+    """A descriptor to flock `path`: read-write, created 0666 whatever the umask (other users must
+    open it too); read-only where another user's file is not writable (flock works either way)."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+    except PermissionError:
+        try:
+            return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise PipelineError(f"GPU lock file {path}: cannot open it ({exc.strerror})") from exc
+    except OSError as exc:
+        raise PipelineError(f"GPU lock file {path}: cannot open it ({exc.strerror})") from exc
+    with contextlib.suppress(PermissionError):
+        if os.fstat(fd).st_uid == os.getuid():
+            os.fchmod(fd, 0o666)
+    return fd
+
+
+def wait_limit() -> float | None:
+    """Seconds a job waits for a free GPU before failing: $WAIT_LIMIT_ENV, unset = no limit."""
+    value = os.environ.get(WAIT_LIMIT_ENV, "").strip()
+    if not value:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        raise PipelineError(f"{WAIT_LIMIT_ENV}={value!r}: not a number of seconds") from None
+
+
 def lock_holders(lock_dir: str | os.PathLike | None = None) -> dict[str, str]:
     """Diagnostic view: {lock file name: holder info} for every currently held lock."""
     lock_dir = Path(lock_dir) if lock_dir is not None else default_lock_dir()
@@ -131,7 +175,7 @@ def lock_holders(lock_dir: str | os.PathLike | None = None) -> dict[str, str]:
                 continue
             except OSError:
                 pass
-            held[path.name] = path.read_text().strip() or "?"
+            held[path.name] = path.read_text().strip() or "held (no holder recorded)"
         finally:
             os.close(fd)
     return held
@@ -198,9 +242,9 @@ class GpuLease:
                 f"resources.gpu: job asks for {self.n} GPUs but the pool has only {len(pool)} "
                 f"({','.join(pool)}; set {POOL_ENV} or CUDA_VISIBLE_DEVICES)"
             )
-        self.lock_dir.mkdir(parents=True, exist_ok=True)
+        _prepare_lock_dir(self.lock_dir)
         deadline = None if self.timeout is None else time.monotonic() + self.timeout
-        waited_logged = False
+        next_report = 0.0
         while True:
             got = self._try_acquire(pool)
             if got:
@@ -212,14 +256,17 @@ class GpuLease:
                     f"{','.join(pool)} in lock dir {self.lock_dir} ({LOCK_DIR_ENV}); "
                     f"holders: {holders or 'none'}"
                 )
-            if not waited_logged:
+            if time.monotonic() >= next_report:  # at once, then every minute, naming the holders
                 log.info(
-                    "waiting for %d free GPU(s) from pool %s (lock dir %s)",
+                    "waiting for %d free GPU(s) from pool %s (lock dir %s; limit %s, %s); held by: %s",
                     self.n,
                     ",".join(pool),
                     self.lock_dir,
+                    "none" if self.timeout is None else f"{self.timeout:g}s",
+                    WAIT_LIMIT_ENV,
+                    lock_holders(self.lock_dir) or "nobody (retrying)",
                 )
-                waited_logged = True
+                next_report = time.monotonic() + 60
             time.sleep(self.poll)
         self._saved_env = os.environ.get("CUDA_VISIBLE_DEVICES")
         os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(self.ids)
@@ -262,7 +309,7 @@ class GpuLease:
         fds: list[int] = []
         ids: list[str] = []
         for gpu_id in pool:
-            fd = os.open(_lock_file(self.lock_dir, gpu_id), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+            fd = _open_lock(_lock_file(self.lock_dir, gpu_id))
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as exc:
@@ -280,8 +327,9 @@ class GpuLease:
             return False
         info = f"pid={os.getpid()} host={socket.gethostname()} since={time.strftime('%Y-%m-%dT%H:%M:%S')}\n"
         for fd in fds:
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, info.encode(), 0)
+            with contextlib.suppress(OSError):  # a read-only fd (another user's file) still locks
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, info.encode(), 0)
         self._fds, self.ids = fds, ids
         return True
 

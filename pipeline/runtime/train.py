@@ -28,7 +28,8 @@ from pipeline.provenance import stage_code_hash
 from pipeline.runtime.checkpoint import save_final
 from pipeline.runtime.device import select_device, setup_precision
 from pipeline.runtime.distributed import is_main, rank_device
-from pipeline.runtime.trainer import Stateful, TrainLoopConfig, TrainState, run_loop
+from pipeline.runtime.runlock import RunLock
+from pipeline.runtime.trainer import Stateful, TrainLoopConfig, TrainState, mark_complete, run_loop
 
 log = logging.getLogger("pipeline.train")
 
@@ -94,6 +95,7 @@ def _run(rank: int, world: int, build: Build, stage: str, cfg: dict, index_path:
     if is_main():
         save_final(out, plan.weights(), {**plan.meta, "num_classes": ds.num_classes,
                                          "class_names": ds.class_names, "iterations": plan.max_iters})
+        mark_complete(ckpt_dir)
         log.info("wrote %s after %d iterations", out, plan.max_iters)
 
 
@@ -119,5 +121,6 @@ def train_main(stage: str, build: Build, argv: list[str] | None, description: st
     files = {name: getattr(args, name) for name in inputs}
     if check is not None:
         check(cfg, files, max(args.gpus, 1))
-    run_gpu_job(_run, args.gpus, build, stage, cfg, args.index, files, args.out, args.ckpt_dir, args.metrics,
-                args.threads)
+    with RunLock(args.ckpt_dir):  # one writer per run folder (an orphaned job would be a second)
+        run_gpu_job(_run, args.gpus, build, stage, cfg, args.index, files, args.out, args.ckpt_dir, args.metrics,
+                    args.threads)

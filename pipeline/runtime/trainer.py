@@ -34,7 +34,7 @@ from torch import nn
 from tqdm import tqdm
 
 from pipeline.errors import PipelineError
-from pipeline.io.atomic import atomic_path
+from pipeline.io.atomic import atomic_path, write_text_atomic
 from pipeline.runtime import distributed
 from pipeline.runtime.checkpoint import load_latest, save_checkpoint
 from pipeline.runtime.device import peak_memory_gib, reset_peak_memory
@@ -43,6 +43,8 @@ from pipeline.runtime.rng import capture_rng_state, restore_rng_state, seed_ever
 log = logging.getLogger(__name__)
 
 _RESERVED_EXTRA = ("data", "_trainer")
+# Written into the checkpoint folder once the final model exists (`mark_complete`).
+COMPLETE = "complete"
 # Metrics CSV column (CUDA runs only): peak tensor memory of the loop so far, GiB.
 PEAK_MEM_KEY = "peak_mem_gib"
 
@@ -122,6 +124,20 @@ def run_loop(step_fn: Callable[[int], Mapping[str, float]], state: TrainState, c
 
     start, elapsed0 = 0, 0.0
     ckpt = load_latest(cfg.ckpt_dir)
+    complete = Path(cfg.ckpt_dir) / COMPLETE
+    if ckpt is not None and complete.exists():
+        # The folder's last run finished (its final model was written): this is a forced rerun
+        # or a rerun after a change, never an interruption, so it trains again from scratch.
+        if main:
+            log.info("%s: the previous run in this folder finished; training from scratch", cfg.ckpt_dir)
+        ckpt = None
+    if ckpt is not None:
+        ckpt_world = (ckpt["extra"].get("_trainer") or {}).get("world_size", 1)
+        if ckpt_world != world:
+            if main:
+                log.warning("%s was written by %d process(es) but this run has %d: the data position cannot "
+                            "be carried over, starting from scratch", ckpt["path"], ckpt_world, world)
+            ckpt = None
     if (
         ckpt is not None
         and state.config is not None
@@ -147,6 +163,8 @@ def run_loop(step_fn: Callable[[int], Mapping[str, float]], state: TrainState, c
         seed_everything(cfg.seed + rank)
     state.iteration = start - 1
     del ckpt  # can be large; do not keep it alive for the whole run
+    if main:
+        complete.unlink(missing_ok=True)
 
     metrics = _MetricsCSV(cfg.metrics_csv, keep_upto=start - 1) if main else None
     progress = _Progress(cfg, start) if main else None
@@ -301,3 +319,9 @@ class _Progress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+def mark_complete(ckpt_dir: str | os.PathLike) -> None:
+    """Record that the run in `ckpt_dir` finished: the next run there starts from scratch
+    instead of "resuming" at the final iteration (a forced rerun must retrain)."""
+    write_text_atomic(Path(ckpt_dir) / COMPLETE, "the final model of this run was written\n")

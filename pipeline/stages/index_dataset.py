@@ -16,6 +16,17 @@ from pipeline.errors import cli_entry
 from pipeline.io.atomic import write_text_atomic
 from pipeline.io.h5store import code_version, config_hash
 
+BATCH_KEYS = ("cam.batch_size", "seco.batch_size", "deeplab.batch_size")
+
+
+def _get(cfg: dict, dotted: str):
+    node = cfg
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
 
 @cli_entry
 def main(argv: list[str] | None = None) -> None:
@@ -28,7 +39,9 @@ def main(argv: list[str] | None = None) -> None:
     ds_cfg = require(cfg, "dataset")
     ds = open_dataset(ds_cfg)
     splits = {role: name for role, name in require(cfg, "dataset.splits").items() if name}
-    index = build_index(ds, splits, workers=args.workers)
+    # One batch per training process at least (the batch sizes are per process).
+    min_train = {key: value for key in BATCH_KEYS if (value := _get(cfg, key)) is not None}
+    index = build_index(ds, splits, workers=args.workers, min_train=min_train)
     index["config_hash"] = config_hash(ds_cfg)
     index["code_version"] = code_version()
     write_text_atomic(args.out, json.dumps(index, indent=1, sort_keys=True))

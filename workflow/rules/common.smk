@@ -8,6 +8,7 @@ from snakemake.utils import validate
 # The workflow's own `pipeline` package (not an installed copy) defines the code hashes.
 sys.path.insert(0, workflow.basedir)
 from pipeline.config_checks import check_config
+from pipeline.io.fingerprint import dataset_fingerprint
 from pipeline.provenance import stage_code_hash
 from pipeline.rules import RULES
 from pipeline.rules import stage_cfg as _stage_cfg

@@ -36,5 +36,7 @@ rule index_dataset:
     params:
         code=stage_code("index_dataset"),
         cfg=stage_cfg("index_dataset"),
+        # User data is not a DAG product: a change of its files or split lists changes this.
+        data=dataset_fingerprint(config["dataset"]) if not SYNTHETIC else "",
     shell:
         "python -m pipeline.stages.index_dataset --cfg {params.cfg:q} --out {output} --workers {threads} > {log} 2>&1"
