@@ -1,12 +1,16 @@
 # WSSS pipeline: CAM seeds -> patch tags -> SeCo / CSD training -> pseudo masks -> CRF -> DeepLab.
 # Paths: results/<stage>/... (artifacts), logs/<rule>/... and benchmarks/<rule>/... per job.
 # Run:    snakemake --cores 8 --resources gpu=4        (see README for presets and SLURM)
+import os
+
 from snakemake.utils import min_version
 
 min_version("9.0")
 
 
-configfile: "config.yaml"
+# The defaults live beside this Snakefile, so `--directory <scratch>` and a preset given alone
+# (`--configfile configs/voc12.yaml`) both layer on them.
+configfile: os.path.join(workflow.basedir, "config.yaml")
 
 
 report: "workflow/report/workflow.rst"

@@ -23,9 +23,9 @@ def tool_env() -> dict[str, str]:
 
 
 def workdir(path: Path) -> Path:
-    """A scratch Snakemake working directory (`--directory`) holding the default config.yaml."""
+    """A scratch Snakemake working directory (`--directory`); the defaults come from the
+    repository's config.yaml beside the Snakefile."""
     path.mkdir(parents=True, exist_ok=True)
-    (path / "config.yaml").write_text((REPO / "config.yaml").read_text())
     return path
 
 

@@ -23,8 +23,12 @@ def _snakemake(*args, cwd=REPO, check=True):
 
 
 def test_dry_run_builds_dag(tmp_path):
-    p = _snakemake("-n", "--directory", str(workdir(tmp_path)))
+    """A scratch run directory needs no config of its own: the defaults, and a preset given alone,
+    layer on config.yaml beside the Snakefile."""
+    p = _snakemake("-n", "--directory", str(tmp_path))
     assert "index_dataset" in p.stdout and "make_synthetic" in p.stdout
+    p = _snakemake("-n", "--directory", str(tmp_path), "--configfile", str(REPO / "configs/voc12.yaml"))
+    assert "train_cam" in p.stdout and "make_synthetic" not in p.stdout
 
 
 def test_lint_is_clean():
