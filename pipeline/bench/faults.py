@@ -137,7 +137,8 @@ def inject(run: Path, preset: Path | None, cores: int = 2, grace: float = 4.0, m
 def _h5_items(path: Path) -> dict[str, object]:
     items: dict[str, object] = {}
     with h5py.File(path, "r") as f:
-        items["/"] = {k: np.asarray(v).tolist() for k, v in f.attrs.items()}
+        # `created` is the write time: provenance, not content.
+        items["/"] = {k: np.asarray(v).tolist() for k, v in f.attrs.items() if k != "created"}
 
         def visit(name: str, obj) -> None:
             attrs = {k: np.asarray(v).tolist() for k, v in obj.attrs.items()}
