@@ -84,6 +84,10 @@ def test_killed_and_rerun_dag_equals_an_uninterrupted_run(tiny_run, tmp_path):
     assert len(FAULTS) - len(result["not_reached"]) == result["faults"]
     kinds = {f["kill"] for f in result["injected"]}
     assert kinds == {"stage", "snakemake"}
+    from pipeline.bench.document import faults_section
+
+    text = "\n".join(faults_section({"presets": {"tiny": {"faults": result}}, "preset_order": ["tiny"]}))
+    assert f"faults survived: {result['faults']} of {result['faults']}" in text and "all equal" in text
 
 
 def test_benchmark_document_from_finished_run(tiny_run, tmp_path):
@@ -108,7 +112,7 @@ def test_benchmark_document_from_finished_run(tiny_run, tmp_path):
     assert seed["stages"]["train_cam"]["wall_s"] > 0 and seed["training"]["train_cam/baseline"]["it_per_s"] > 0
     assert seed["throughput"]["make_cam/baseline"]["images_per_s"] > 0
     text = out.read_text()
-    for heading in ("## Goals", "## Quality", "## Speed", "## Storage", "## GPU", "not measured"):
+    for heading in ("## Goals", "## Quality", "## Speed", "## Storage", "## Fault injection", "## GPU", "not measured"):
         assert heading in text
     # The document is a function of bench.json alone.
     again = tmp_path / "again.md"

@@ -187,6 +187,11 @@ def goals(figures: dict) -> list[list[str]]:
             if walls:
                 rows.append([f"default DAG ≤ 10 min on {figures['machine']['cores']} CPU cores",
                              ", ".join(f"{w / 60:.1f} min" for w in walls), _met(max(walls) <= 600)])
+    for name, p in _presets(figures):
+        f = p.get("faults")
+        if f:
+            rows.append([f"faults survived, N ≥ 10: final artifacts equal to an uninterrupted run (`{name}`)",
+                         f"{f['survived']} of {f['faults']}", _met(f["faults"] >= 10 and f["survived"] == f["faults"])])
     gpu = figures.get("gpu")
     seco_it = _gpu_seco_s_per_it(gpu)
     rows.append(["SeCo training ≤ 0.18 s/iter on one H100 (VOC setting)",
@@ -236,6 +241,29 @@ def gpu_section(figures: dict) -> list[str]:
     return out
 
 
+def faults_section(figures: dict) -> list[str]:
+    out = ["## Fault injection", ""]
+    measured = [(name, p["faults"]) for name, p in _presets(figures) if p.get("faults")]
+    if not measured:
+        return out + ["Not measured in this run (`python -m pipeline.bench.run` runs it unless `--no-faults`).", ""]
+    for name, f in measured:
+        out.append(f"`{name}`, first seed: **faults survived: {f['survived']} of {f['faults']}** "
+                   f"({f['seconds'] / 60:.1f} min in all). Each launch of Snakemake arms every fault not yet "
+                   "injected; the first to fire is a SIGKILL of that stage's process alone, or of Snakemake's "
+                   "whole process group. The rerun is the README's (`snakemake --unlock` after a killed Snakemake, "
+                   "then `--rerun-incomplete`). Afterwards every file under `results/` (run folders excepted) is "
+                   "compared with the uninterrupted run's: "
+                   + ("all equal." if not f["mismatches"] else f"differing: {', '.join(f['mismatches'])}."))
+        out.append("")
+        out += _table(["#", "killed", "during", "trigger file seen"],
+                      [[i + 1, "Snakemake's process group" if r["kill"] == "snakemake" else f"`{r['stage']}` alone",
+                        r["fault"], "yes" if r["trigger_seen"] else "no (after the grace time)"]
+                       for i, r in enumerate(f["injected"])])
+        if f.get("not_reached"):
+            out += [f"Not reached (the DAG finished first): {', '.join(f['not_reached'])}.", ""]
+    return out
+
+
 def render(figures: dict) -> str:
     m = figures["machine"]
     out = ["# Benchmarks", "",
@@ -255,5 +283,6 @@ def render(figures: dict) -> str:
     out += ["## Storage", ""]
     for name, p in _presets(figures):
         out += storage_section(name, p)
+    out += faults_section(figures)
     out += gpu_section(figures)
     return "\n".join(out).rstrip() + "\n"

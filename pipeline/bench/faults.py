@@ -94,17 +94,19 @@ def _armed(run: Path, pending: list[Fault], grace: float) -> tuple[Fault, int] |
     return None
 
 
-def _snakemake(run: Path, preset: Path | None, cores: int, *extra: str) -> list[str]:
+def _snakemake(run: Path, preset: Path | None, cores: int, seed: int | None, *extra: str) -> list[str]:
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(run),
            "--cores", str(cores), *extra]
+    cmd += ["--config", f"seed={seed}"] if seed is not None else []
     return cmd + (["--configfile", str(preset.resolve())] if preset else [])
 
 
-def inject(run: Path, preset: Path | None, cores: int = 2, grace: float = 4.0, max_launches: int = 40) -> dict:
+def inject(run: Path, preset: Path | None, cores: int = 2, grace: float = 4.0, seed: int | None = None,
+           max_launches: int = 40) -> dict:
     """Run the DAG in `run` under the fault schedule until it completes; the faults injected."""
     pending, injected = list(FAULTS), []
     for _ in range(max_launches):
-        proc = subprocess.Popen(_snakemake(run, preset, cores, "--rerun-incomplete"), stdout=subprocess.DEVNULL,
+        proc = subprocess.Popen(_snakemake(run, preset, cores, seed, "--rerun-incomplete"), stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL, start_new_session=True)
         fired = None
         while proc.poll() is None:
@@ -130,7 +132,7 @@ def inject(run: Path, preset: Path | None, cores: int = 2, grace: float = 4.0, m
                 raise PipelineError(f"{run}: snakemake failed (exit {rc}) without an injected fault")
             return {"injected": injected, "not_reached": [f.name for f in pending]}
         if fired.kill == "snakemake":  # the README's step after a killed Snakemake
-            subprocess.run(_snakemake(run, preset, cores, "--unlock"), check=True, capture_output=True)
+            subprocess.run(_snakemake(run, preset, cores, seed, "--unlock"), check=True, capture_output=True)
     raise PipelineError(f"{run}: the DAG did not complete within {max_launches} launches")
 
 
@@ -176,9 +178,11 @@ def compare(reference: Path, run: Path) -> list[str]:
     return bad + [f"leftover {e}" for e in extra]
 
 
-def campaign(reference: Path, run: Path, preset: Path | None, cores: int = 2, grace: float = 4.0) -> dict:
+def campaign(reference: Path, run: Path, preset: Path | None, cores: int = 2, grace: float = 4.0,
+             faults_seed: int | None = None) -> dict:
+    """Inject the faults into a run of `preset` in `run`, then compare it with `reference`."""
     t0 = time.perf_counter()
-    result = inject(run, preset, cores, grace)
+    result = inject(run, preset, cores, grace, faults_seed)
     result["mismatches"] = compare(reference, run)
     n = len(result["injected"])
     result["survived"] = n if not result["mismatches"] else 0
@@ -194,13 +198,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--workdir", required=True, help="the faulted run's directory (created)")
     p.add_argument("--preset", default=None, help="the config preset both runs use")
     p.add_argument("--cores", type=int, default=2)
+    p.add_argument("--seed", type=int, default=None, help="config key `seed`, as the reference run used it")
     p.add_argument("--grace", type=float, default=4.0, help="fire after this many seconds if no trigger file shows")
     p.add_argument("--out", default=None, help="JSON with the faults injected and the comparison")
     args = p.parse_args(argv)
     setup_logging()
     run = Path(args.workdir)
     run.mkdir(parents=True, exist_ok=True)
-    result = campaign(Path(args.reference), run, Path(args.preset) if args.preset else None, args.cores, args.grace)
+    result = campaign(Path(args.reference), run, Path(args.preset) if args.preset else None, args.cores, args.grace,
+                      args.seed)
     if args.out:
         write_summary(args.out, result)
     log.info("faults survived: %d of %d; mismatches: %s", result["survived"], result["faults"],

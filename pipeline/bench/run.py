@@ -19,12 +19,13 @@ import logging
 import os
 import platform
 import re
+import shutil
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from pipeline.bench import collect, measure
+from pipeline.bench import collect, faults, measure
 from pipeline.bench.document import render
 from pipeline.cli import setup_logging
 from pipeline.errors import PipelineError, cli_entry
@@ -106,6 +107,15 @@ def bench_preset(preset: str, seeds: list[int], args: argparse.Namespace) -> dic
                  "crf": measure.crf_processes(first, cfg, "baseline", [1, 2], args.crf_repeats, args.crf_images),
                  "cam_cache": measure.cam_cache_fidelity(first, cfg, "baseline", args.cache_images)}
         write_text_atomic(measured, json.dumps(extra, indent=1))
+    faults_json = root / "faults" / "faults.json"
+    if args.faults and not args.render_only and not args.skip_dag and (args.force or not faults_json.exists()):
+        # The same preset and seed, killed 12 times and rerun, against the first seed's run.
+        shutil.rmtree(root / "faults", ignore_errors=True)
+        (root / "faults").mkdir(parents=True)
+        result = faults.campaign(first, root / "faults", path, args.cores, faults_seed=seeds[0])
+        write_text_atomic(faults_json, json.dumps(result, indent=1))
+    if faults_json.exists():
+        out["faults"] = json.loads(faults_json.read_text())
     out.update(extra)
     out["storage"] = collect.storage(first)
     return out
@@ -127,6 +137,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--skip-dag", action="store_true", help="use existing run directories as they are")
     p.add_argument("--render-only", action="store_true", help="only rewrite the document from recorded figures")
     p.add_argument("--force", action="store_true", help="rerun DAGs and measurements that were recorded")
+    p.add_argument("--faults", action=argparse.BooleanOptionalAction, default=True,
+                   help="fault injection on each preset's first seed (pipeline.bench.faults)")
     args = p.parse_args(argv)
     setup_logging()
     presets = args.preset or ["default", "configs/bench.yaml:0"]
