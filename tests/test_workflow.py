@@ -52,6 +52,17 @@ def test_default_dag_runs(tiny_run):
     assert "Nothing to be done" in p.stdout + p.stderr
 
 
+def test_readme_rerun_commands(tiny_run):
+    """The README's "Rerunning stages" commands, as dry runs on a finished run."""
+    work, cfg = tiny_run
+    base = ["-n", "--configfile", str(cfg), "--directory", str(work)]
+    one = _snakemake(*base, "--forcerun", "make_cam", "--until", "make_cam").stdout
+    assert "make_cam" in one and "train_cam" not in one and "eval_cam" not in one
+    down = _snakemake(*base, "--forcerun", "make_cam").stdout
+    assert "make_cam" in down and "eval_cam" in down and "train_cam" not in down
+    assert "reason: Forced execution" in down
+
+
 def test_cam_stages_write_metrics(tiny_run):
     work, _ = tiny_run
     summary = json.loads((work / "results/cam/baseline/eval_cam.json").read_text())
