@@ -108,7 +108,8 @@ def bench_preset(preset: str, seeds: list[int], args: argparse.Namespace) -> dic
                  "cam_cache": measure.cam_cache_fidelity(first, cfg, "baseline", args.cache_images)}
         write_text_atomic(measured, json.dumps(extra, indent=1))
     faults_json = root / "faults" / "faults.json"
-    if args.faults and not args.render_only and not args.skip_dag and (args.force or not faults_json.exists()):
+    wanted = args.faults and (args.faults_preset is None or args.faults_preset == name)
+    if wanted and not args.render_only and not args.skip_dag and (args.force or not faults_json.exists()):
         # The same preset and seed, killed 12 times and rerun, against the first seed's run.
         shutil.rmtree(root / "faults", ignore_errors=True)
         (root / "faults").mkdir(parents=True)
@@ -139,6 +140,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--force", action="store_true", help="rerun DAGs and measurements that were recorded")
     p.add_argument("--faults", action=argparse.BooleanOptionalAction, default=True,
                    help="fault injection on each preset's first seed (pipeline.bench.faults)")
+    p.add_argument("--faults-preset", default=None, help="only this preset (by name) gets the fault injection")
     args = p.parse_args(argv)
     setup_logging()
     presets = args.preset or ["default", "configs/bench.yaml:0"]
