@@ -23,6 +23,7 @@ from dataclasses import asdict
 from pipeline.cli import open_indexed, parse, split_ids, stage_parser
 from pipeline.errors import PipelineError, cli_entry
 from pipeline.io.h5store import ArtifactReader, ArtifactWriter
+from pipeline.io.progress import progress
 from pipeline.masks.pseudo import MaskRecipe, method_recipe, prediction_recipe, refined_mask
 
 log = logging.getLogger("pipeline.stages.crf")
@@ -120,8 +121,9 @@ def main(argv: list[str] | None = None) -> None:
     t0, cpu = time.perf_counter(), 0.0
     with ArtifactWriter(args.out, "mask", ds.class_names, provenance,
                         extra_attrs={"method": args.method, "labels": recipe.labels, "crf": True}) as w:
-        for image_id, mask, seconds in refine_all(ids, processes, cfg, args.index, args.source, args.target,
-                                                  args.method):
+        refined = refine_all(ids, processes, cfg, args.index, args.source, args.target, args.method)
+        for image_id, mask, seconds in progress(refined, f"crf {args.target}/{args.method} shard {args.shard}",
+                                                total=len(ids)):
             w.write_mask(image_id, mask)
             cpu += seconds
     dt = time.perf_counter() - t0

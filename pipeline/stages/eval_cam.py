@@ -18,6 +18,7 @@ from pipeline.eval.pairs import cooccurring_pairs
 from pipeline.eval.segmentation import SegEvaluator
 from pipeline.io.atomic import write_text_atomic
 from pipeline.io.h5store import ArtifactReader
+from pipeline.io.progress import progress
 from pipeline.irn.cams import scores_to_label
 
 log = logging.getLogger("pipeline.stages.eval_cam")
@@ -46,7 +47,7 @@ def main(argv: list[str] | None = None) -> None:
     chance = SegEvaluator(ds, pairs)
     rng = np.random.default_rng(0)
     ids = index["splits"]["eval"]["ids"]
-    for image_id in ids:
+    for image_id in progress(ids, f"eval_cam {args.method}"):
         scores, classes = reader.scores(image_id)
         gt = ds.mask(image_id)
         for t, ev in evaluators.items():

@@ -21,6 +21,7 @@ from pipeline.eval.pairs import cooccurring_pairs
 from pipeline.eval.segmentation import SegEvaluator
 from pipeline.io.atomic import atomic_path
 from pipeline.io.h5store import ArtifactReader
+from pipeline.io.progress import progress
 
 log = logging.getLogger("pipeline.stages.eval_deeplab")
 
@@ -34,7 +35,7 @@ def argmax_prediction(logits: ArtifactReader, image_id: str) -> np.ndarray:
 
 def evaluate_split(ds, pairs, ids: list[str], logits: ArtifactReader, crf: ArtifactReader) -> dict:
     raw, refined = SegEvaluator(ds, pairs), SegEvaluator(ds, pairs)
-    for image_id in ids:
+    for image_id in progress(ids, "eval_deeplab"):
         gt = ds.mask(image_id)
         if gt is None:
             raise PipelineError(f"image {image_id!r} has no ground-truth mask to evaluate against")

@@ -18,6 +18,7 @@ from pipeline.eval.metrics import ConfusionMatrix, scores, write_class_table, wr
 from pipeline.eval.pairs import cooccurring_pairs
 from pipeline.eval.segmentation import SegEvaluator
 from pipeline.io.h5store import ArtifactReader
+from pipeline.io.progress import progress
 
 log = logging.getLogger("pipeline.stages.eval_masks")
 
@@ -27,7 +28,7 @@ def evaluate_masks(ds, pairs: list[tuple[int, int]], reader: ArtifactReader, ids
     ev = SegEvaluator(ds, pairs)
     confident = ConfusionMatrix(ds.num_classes, pred_ignore_as=None)
     uncertain = pixels = 0
-    for image_id in ids:
+    for image_id in progress(ids, "eval_masks"):
         if image_id not in reader:
             raise PipelineError(f"{reader.path}: no mask for evaluation image {image_id!r}")
         pred, gt = reader.mask(image_id), ds.mask(image_id)

@@ -14,6 +14,7 @@ import time
 from pipeline.cli import open_indexed, parse, split_ids, stage_parser
 from pipeline.errors import cli_entry
 from pipeline.io.h5store import ArtifactReader, ArtifactWriter
+from pipeline.io.progress import progress
 from pipeline.masks.pseudo import method_recipe, raw_mask
 
 log = logging.getLogger("pipeline.stages.export_masks")
@@ -36,7 +37,7 @@ def main(argv: list[str] | None = None) -> None:
     t0, uncertain, pixels = time.perf_counter(), 0, 0
     with ArtifactWriter(args.out, "mask", ds.class_names, provenance,
                         extra_attrs={"method": args.method, "labels": recipe.labels, "crf": False}) as w:
-        for image_id in ids:
+        for image_id in progress(ids, f"export_masks {args.method}"):
             planes, classes = reader.scores(image_id)
             mask = raw_mask(recipe, planes, classes, ds.present_classes(image_id))
             w.write_mask(image_id, mask)

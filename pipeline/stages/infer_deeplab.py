@@ -21,6 +21,7 @@ from pipeline.data.transforms import normalize, to_chw
 from pipeline.deeplab.model import build_deeplab, multiscale_logits
 from pipeline.errors import cli_entry
 from pipeline.io.h5store import ArtifactWriter, merge_shards
+from pipeline.io.progress import progress
 from pipeline.report.subset import qualitative_ids
 from pipeline.runtime.checkpoint import load_final
 from pipeline.runtime.device import select_device
@@ -53,7 +54,7 @@ def _infer(rank: int, world: int, cfg: dict, index_path: str, model_path: str, o
     t0 = time.perf_counter()
     provenance = {"deeplab": dl, "dataset": cfg["dataset"], "method": meta.get("method")}
     with ArtifactWriter(target, "logits", ds.class_names, provenance, extra_attrs={"method": str(meta.get("method"))}) as w:
-        for image_id in mine:
+        for image_id in progress(mine, f"infer_deeplab rank {rank}"):
             img = ds.image(image_id)
             x = torch.from_numpy(to_chw(normalize(img)))[None].to(device)
             logits = multiscale_logits(net, x, dl["test_scales"], dl["test_flip"])

@@ -31,6 +31,7 @@ from pipeline.data.transforms import normalize, to_chw
 from pipeline.errors import cli_entry
 from pipeline.eval.metrics import ConfusionMatrix, scores, write_summary
 from pipeline.io.h5store import ArtifactWriter, merge_shards, upsample_scores
+from pipeline.io.progress import progress
 from pipeline.runtime.checkpoint import load_final
 from pipeline.runtime.device import select_device, setup_precision
 from pipeline.runtime.distributed import all_gather_objects, barrier, rank_device, shard_indices
@@ -78,7 +79,7 @@ def _infer(rank: int, world: int, cfg: dict, index_path: str, model_path: str, c
     provenance = {"seco": seco, "dataset": cfg["dataset"]}
     with ArtifactWriter(shard(cams_out), "scores", ds.class_names, provenance) as cam_w, \
             ArtifactWriter(shard(logits_out), "logits", ds.class_names, provenance) as seg_w:
-        for image_id in mine:
+        for image_id in progress(mine, f"infer_seco rank {rank}"):
             img = ds.image(image_id)
             size = img.shape[:2]
             x = torch.from_numpy(to_chw(normalize(img)))[None].to(device)

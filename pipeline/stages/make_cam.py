@@ -19,6 +19,7 @@ from pipeline.cli import gpu_stage_parser, open_indexed, parse, require, run_gpu
 from pipeline.errors import cli_entry
 from pipeline.io.atomic import write_text_atomic
 from pipeline.io.h5store import ArtifactWriter, merge_shards
+from pipeline.io.progress import progress
 from pipeline.irn.cams import multiscale_cam
 from pipeline.irn.train import build_cam_net
 from pipeline.runtime.checkpoint import load_final
@@ -43,7 +44,7 @@ def _infer(rank: int, world: int, cfg: dict, index_path: str, model_path: str, o
     reset_peak_memory(device)
     t0, pixels = time.perf_counter(), 0
     with ArtifactWriter(target, "scores", ds.class_names, {"cam": cam, "dataset": cfg["dataset"]}) as w:
-        for image_id in mine:
+        for image_id in progress(mine, f"make_cam rank {rank}"):
             img = ds.image(image_id)
             classes = ds.present_classes(image_id)
             scores = multiscale_cam(net, img, classes, cam["scales"], cam["cam_stride"], device)

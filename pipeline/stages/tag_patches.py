@@ -21,6 +21,7 @@ from pipeline.data.labels import UNCERTAIN
 from pipeline.errors import cli_entry
 from pipeline.eval.metrics import write_summary
 from pipeline.io.h5store import ArtifactReader, ArtifactWriter
+from pipeline.io.progress import progress
 from pipeline.seco.tagging import BG_RULES, roi_map, tag_correct, tag_image
 
 log = logging.getLogger("pipeline.stages.tag_patches")
@@ -80,7 +81,7 @@ def main(argv: list[str] | None = None) -> None:
                          _generator(quirks["crop_positions"], seed, pos))
 
     with ArtifactWriter(args.out, "tags", ds.class_names, {"seco": seco, "seed": seed}) as w:
-        for pos, image_id in enumerate(ids):
+        for pos, image_id in enumerate(progress(ids, "tag_patches")):
             scores, classes = cams.scores(image_id)
             roi = roi_map(scores, classes, seco["high"], seco["low"])
             gtag, rows = tags(roi, rule, pos)
