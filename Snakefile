@@ -24,6 +24,22 @@ include: "workflow/rules/seco.smk"
 include: "workflow/rules/masks.smk"
 
 
+# Seconds-long CPU jobs run where Snakemake runs, not through sbatch: under SLURM each job
+# costs tens of seconds of queueing and status polling, far more than the work itself.
+localrules:
+    all,
+    eval_cam,
+    tag_patches,
+    eval_seco,
+    export_masks,
+    gather_crf_masks,
+    eval_masks,
+    gather_crf_predictions,
+    eval_deeplab,
+    summarize,
+    report_qualitative,
+
+
 rule all:
     default_target: True
     input:

@@ -66,6 +66,7 @@ def test_tiny_dag_through_slurm(slurm, tmp_path):
         if rule:
             by_rule.setdefault(rule, []).append(job)
     assert GPU_RULES <= set(by_rule), f"GPU rules not submitted via sbatch: {sorted(by_rule)}"
+    assert not {"eval_cam", "tag_patches"} & set(by_rule), "seconds-long jobs are localrules, not sbatch jobs"
     for rule in GPU_RULES:
         for job in by_rule[rule]:
             requested = job.get("TresPerJob", "") + job.get("TRES", "")
