@@ -34,6 +34,7 @@ localrules:
     export_masks,
     gather_crf_masks,
     eval_masks,
+    export_mask_pngs,
     gather_crf_predictions,
     eval_deeplab,
     summarize,

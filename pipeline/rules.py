@@ -33,6 +33,7 @@ RULES: dict[str, Rule] = {
     "crf_masks": Rule("crf", ("dataset", "masks", "crf")),
     "gather_crf_masks": Rule("gather_shards", ()),
     "eval_masks": Rule("eval_masks", ("dataset",)),
+    "export_mask_pngs": Rule("export_mask_pngs", ()),
     "train_deeplab": Rule("train_deeplab", (*_GPU, "deeplab")),
     "infer_deeplab": Rule("infer_deeplab", (*_GPU, "deeplab", "report")),
     "crf_predictions": Rule("crf", ("dataset", "crf")),

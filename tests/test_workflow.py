@@ -52,6 +52,23 @@ def test_default_dag_runs(tiny_run):
     assert "Nothing to be done" in p.stdout + p.stderr
 
 
+def test_pseudo_masks_as_palette_pngs(tiny_run):
+    from pipeline.data.palette import read_index_png
+
+    work, _ = tiny_run
+    crf = ArtifactReader(work / "results/masks/csd/crf.h5", expect="mask")
+    pngs = sorted((work / "results/masks/csd/crf_png").glob("*.png"))
+    assert [p.stem for p in pngs] == sorted(crf.ids())
+    assert np.array_equal(read_index_png(pngs[0]), crf.mask(pngs[0].stem))
+
+
+def test_stage_logs_show_progress_with_eta(tiny_run):
+    work, _ = tiny_run
+    for log in ("make_cam/baseline.log", "infer_seco/seco.log", "infer_deeplab/gt.log", "eval_masks/csd.log"):
+        text = (work / "logs" / log).read_text()
+        assert "images/s, eta" in text, log
+
+
 def test_readme_rerun_commands(tiny_run):
     """The README's "Rerunning stages" commands, as dry runs on a finished run."""
     work, cfg = tiny_run

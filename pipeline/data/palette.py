@@ -8,6 +8,7 @@ every reader here works on the indices, never on the colours.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -82,6 +83,17 @@ def write_index_png(path: str | os.PathLike, mask: np.ndarray) -> None:
     with atomic_path(path) as tmp:
         # The temporary's suffix is not ".png", so the format must be explicit.
         img.save(tmp, format="PNG")
+
+
+def write_mask_folder(masks, out_dir: str | os.PathLike) -> int:
+    """Every mask of `masks` (an ArtifactReader of kind `mask`: `ids()`, `mask(id)`) as
+    `<out_dir>/<id>.png`, VOC palette, 255 = ignore / uncertain; the folder appears whole or not at all."""
+    n = 0
+    with atomic_path(out_dir, is_dir=True) as tmp:
+        for image_id in masks.ids():
+            write_index_png(Path(tmp) / f"{image_id}.png", masks.mask(image_id))
+            n += 1
+    return n
 
 
 def colorize(mask: np.ndarray) -> np.ndarray:

@@ -9,17 +9,15 @@ after = the crf rule's masks. Also writes the CRF predictions as VOC palette PNG
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import numpy as np
 
 from pipeline.cli import open_indexed, parse, stage_parser
-from pipeline.data.palette import write_index_png
+from pipeline.data.palette import write_mask_folder
 from pipeline.errors import PipelineError, cli_entry
 from pipeline.eval.metrics import write_class_table, write_summary
 from pipeline.eval.pairs import cooccurring_pairs
 from pipeline.eval.segmentation import SegEvaluator
-from pipeline.io.atomic import atomic_path
 from pipeline.io.h5store import ArtifactReader
 from pipeline.io.progress import progress
 
@@ -74,9 +72,7 @@ def main(argv: list[str] | None = None) -> None:
             write_class_table(args.classes_crf, evs["crf"].scores(), ds.class_names)
     if "val" not in out:
         raise PipelineError("eval_deeplab: the index has no val split with masks (config key dataset.splits.val)")
-    with atomic_path(args.png_dir, is_dir=True) as tmp:
-        for image_id in crf.ids():
-            write_index_png(Path(tmp) / f"{image_id}.png", crf.mask(image_id))
+    write_mask_folder(crf, args.png_dir)
     write_summary(args.summary, out)
     val = out["val"]
     msg = f"{args.method}: val mIoU {val['raw']['miou']:.4f} before CRF, {val['crf']['miou']:.4f} after"

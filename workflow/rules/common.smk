@@ -40,6 +40,8 @@ def final_outputs():
     out += expand("results/cam/{method}/eval_cam.json", method=METHODS)
     if "seco" in METHODS:
         out.append("results/seco/eval_seg.json")
+    if config["masks"]["png"]:
+        out += expand("results/masks/{method}/crf_png", method=METHODS)
     out += ["results/summary.tsv", "results/report/summary.html"]
     out += expand("results/report/qualitative/{method}.png", method=DEEPLAB_METHODS)
     return out

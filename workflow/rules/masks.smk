@@ -122,6 +122,28 @@ rule eval_masks:
         " --classes-raw {output.classes_raw} --classes-crf {output.classes_crf} > {log} 2>&1"
 
 
+rule export_mask_pngs:
+    input:
+        "results/masks/{method}/crf.h5",
+    output:
+        directory("results/masks/{method}/crf_png"),
+    wildcard_constraints:
+        method="|".join(METHODS),
+    log:
+        "logs/export_mask_pngs/{method}.log",
+    benchmark:
+        "benchmarks/export_mask_pngs/{method}.tsv"
+    conda:
+        ENV
+    resources:
+        **RES_CPU,
+    params:
+        code=stage_code("export_mask_pngs"),
+        cfg=stage_cfg("export_mask_pngs"),
+    shell:
+        "python -m pipeline.stages.export_mask_pngs --cfg {params.cfg:q} --masks {input} --out {output} > {log} 2>&1"
+
+
 rule train_deeplab:
     input:
         unpack(lambda w: TRAIN_INPUTS[w.method]),
