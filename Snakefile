@@ -2,6 +2,7 @@
 # Paths: results/<stage>/... (artifacts), logs/<rule>/... and benchmarks/<rule>/... per job.
 # Run:    snakemake --cores 8 --resources gpu=4        (see README for presets and SLURM)
 import os
+import shlex
 
 from snakemake.utils import min_version
 
@@ -14,6 +15,11 @@ configfile: os.path.join(workflow.basedir, "config.yaml")
 
 
 report: "workflow/report/workflow.rst"
+
+
+# Every job imports this checkout's `pipeline` package, whatever is installed (a conda env from
+# envs/wsss.yaml holds only the dependencies) and whatever the working directory.
+shell.prefix(f"export PYTHONPATH={shlex.quote(workflow.basedir)}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; ")
 
 
 include: "workflow/rules/common.smk"
