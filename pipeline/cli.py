@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import socket
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -47,9 +49,13 @@ def require(cfg: dict, dotted: str):
 
 
 def setup_logging(argv: Sequence[str] | None = None) -> logging.Logger:
+    """Log lines to stderr (the rule's log file), opened by one line that marks this attempt: the
+    rules append (`>> {log}`), so a killed or retried attempt's log stays above the next one's."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s",
                         stream=sys.stderr, force=True)
-    return logging.getLogger("pipeline")
+    logger = logging.getLogger("pipeline")
+    logger.info("=== attempt: %s, pid %d on %s", Path(sys.argv[0]).stem, os.getpid(), socket.gethostname())
+    return logger
 
 
 def gpu_stage_parser(description: str) -> argparse.ArgumentParser:
