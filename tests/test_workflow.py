@@ -114,8 +114,8 @@ def test_killed_and_rerun_dag_equals_an_uninterrupted_run(tiny_run, tmp_path):
     kinds = {f["kill"] for f in result["injected"]}
     assert kinds == {"stage", "snakemake"}
     # The killed attempt's log is kept above the rerun's.
-    killed = next(f["stage"] for f in result["injected"] if f["stage"] == "train_cam")
-    assert (tmp_path / "faulted/logs" / killed / "baseline.log").read_text().count("=== attempt:") >= 2
+    assert any(f["stage"] == "train_cam" for f in result["injected"])
+    assert (tmp_path / "faulted/logs/train_cam/baseline.log").read_text().count("=== attempt:") >= 2
     from pipeline.bench.document import faults_section
 
     text = "\n".join(faults_section({"presets": {"tiny": {"faults": result}}, "preset_order": ["tiny"]}))
