@@ -44,10 +44,11 @@ def test_tiny_dag_through_slurm(slurm, tmp_path):
     p = subprocess.run(
         ["snakemake", "--snakefile", str(REPO / "Snakefile"), "--profile", str(REPO / "profiles/slurm"),
          "--directory", str(work), "--configfile", str(cfg),
-         # Test-only settings: the test partition, no account, no accounting DB (so squeue),
+         # Test-only settings: the test partition, no account (the profile's squeue status works
+         # without the accounting DB),
          # and faster polling than a real cluster needs.
          "--default-resources", "slurm_partition=debug", "mem_mb=2000", "--slurm-no-account",
-         "--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "2",
+         "--slurm-init-seconds-before-status-checks", "2",
          "--seconds-between-status-checks", "3", "--jobs", "4", *TARGETS],
         capture_output=True, text=True, cwd=work, env=env, timeout=900,
     )
