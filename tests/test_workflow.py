@@ -104,10 +104,15 @@ def test_killed_and_rerun_dag_equals_an_uninterrupted_run(tiny_run, tmp_path):
     SIGKILLed at 12 points (stages alone, and Snakemake's whole process group) and rerun as the
     README says, ends with every final artifact equal to the uninterrupted run's: on CPU with a
     fixed seed, every stage gives the same artifact twice, and resuming changes nothing."""
-    from pipeline.bench.faults import FAULTS, campaign
+    from pipeline.bench.faults import FAULTS
 
     work, cfg = tiny_run
-    result = campaign(work, workdir(tmp_path / "faulted"), cfg)
+    out = tmp_path / "faults.json"
+    p = subprocess.run(["python", "-m", "pipeline.bench.faults", "--reference", str(work), "--workdir",
+                        str(tmp_path / "faulted"), "--preset", str(cfg), "--out", str(out)],
+                       capture_output=True, text=True, cwd=REPO, env=tool_env())
+    assert p.returncode == 0, p.stderr[-3000:]
+    result = json.loads(out.read_text())
     assert result["mismatches"] == []
     assert result["faults"] >= 10 and result["survived"] == result["faults"], result
     assert len(FAULTS) - len(result["not_reached"]) == result["faults"]
