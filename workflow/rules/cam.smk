@@ -16,7 +16,7 @@ rule train_cam:
         ENV
     threads: 2
     resources:
-        **RES_TRAIN,
+        **gpu_resources("cam"),
     params:
         code=stage_code("train_cam"),
         cfg=stage_cfg("train_cam"),
@@ -43,7 +43,7 @@ rule make_cam:
         ENV
     threads: 2
     resources:
-        **RES_GPU,
+        **gpu_resources("cam", train=False),
     params:
         code=stage_code("make_cam"),
         cfg=stage_cfg("make_cam"),

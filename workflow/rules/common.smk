@@ -1,5 +1,6 @@
 # Shared helpers: config validation, the method lists and targets (derived once, here, from the
 # config), per-rule config slices and code hashes, dataset inputs.
+import os
 import sys
 from pathlib import Path
 
@@ -52,15 +53,49 @@ wildcard_constraints:
 
 
 # ---- Resources ----------------------------------------------------------------------------
+# Locally only `gpu` is counted (`--resources gpu=4`); on SLURM the plugin turns these into
+# --gpus, --mem, --time and --cpus-per-task. They follow the preset: a GPU job asks for one CPU
+# per data-loader worker plus its own, and its time limit grows with its iterations. Override
+# with `--set-resources NAME:runtime=...` or in a profile.
+# Seconds per iteration on one data-center GPU at the papers' settings (estimates with margin
+# below; measured figures: docs/BENCHMARKS.md, GPU section).
+SECONDS_PER_ITER = {"cam": 0.3, "csd": 0.7, "seco": 0.4, "deeplab": 0.6}
+
+
+def _train_images():
+    """Training images, for IRN's epoch-based schedules (a cheap line count of the split list)."""
+    if SYNTHETIC:
+        return config["synthetic"]["num_train"]
+    split = config["dataset"]["splits"]["train"]
+    for folder in (config["dataset"].get("split_dir"), os.path.join(DATA_ROOT, "ImageSets", "Segmentation")):
+        path = os.path.join(folder or "", f"{split}.txt")
+        if folder and os.path.isfile(path):
+            with open(path) as fh:
+                return sum(1 for line in fh if line.strip())
+    return 10582  # VOC's train_aug, when the list is not there yet
+
+
+def _iterations(section):
+    if section in ("cam", "csd"):
+        cam = config["cam"]
+        return cam["epochs"] * max(1, _train_images() // cam["batch_size"])
+    if section == "deeplab":
+        return config["deeplab"]["iterations"] * config["deeplab"]["iter_size"]
+    return config[section]["iterations"]
+
+
+def gpu_resources(section, train=True):
+    """`gpu`, `mem_mb`, `runtime` (minutes) and `cpus_per_task` of a GPU job reading `section`."""
+    workers = config["cam" if section == "csd" else section].get("num_workers", 0)
+    minutes = 2 * _iterations(section) * SECONDS_PER_ITER[section] / 60 if train else 210
+    return dict(gpu=1, mem_mb=12000, runtime=int(max(60, minutes + 30)),
+                cpus_per_task=lambda wildcards, threads: max(threads, workers + 1))
+
+
 def _cpus(wildcards, threads):
     return threads
 
 
-# Resource requests per kind of job. Locally only `gpu` is counted (`--resources gpu=4`); on
-# SLURM the plugin turns them into --gpus, --mem, --time and --cpus-per-task. Override them
-# with `--set-resources NAME:mem_mb=...` or in a profile.
-RES_TRAIN = dict(gpu=1, mem_mb=12000, runtime=720, cpus_per_task=_cpus)
-RES_GPU = dict(gpu=1, mem_mb=12000, runtime=240, cpus_per_task=_cpus)
 RES_CPU = dict(mem_mb=4000, runtime=60, cpus_per_task=_cpus)
 
 

@@ -22,7 +22,7 @@ rule train_csd:
         ENV
     threads: 2
     resources:
-        **RES_TRAIN,
+        **gpu_resources("csd"),
     params:
         code=stage_code("train_csd"),
         cfg=stage_cfg("train_csd"),

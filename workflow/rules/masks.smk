@@ -159,7 +159,7 @@ rule train_deeplab:
         ENV
     threads: 1
     resources:
-        **RES_TRAIN,
+        **gpu_resources("deeplab"),
     params:
         code=stage_code("train_deeplab"),
         cfg=stage_cfg("train_deeplab"),
@@ -187,7 +187,7 @@ rule infer_deeplab:
         ENV
     threads: 1
     resources:
-        **RES_GPU,
+        **gpu_resources("deeplab", train=False),
     params:
         code=stage_code("infer_deeplab"),
         cfg=stage_cfg("infer_deeplab"),

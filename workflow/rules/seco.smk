@@ -22,7 +22,7 @@ rule train_seco:
         ENV
     threads: 1
     resources:
-        **RES_TRAIN,
+        **gpu_resources("seco"),
     params:
         code=stage_code("train_seco"),
         cfg=stage_cfg("train_seco"),
@@ -50,7 +50,7 @@ rule infer_seco:
         ENV
     threads: 1
     resources:
-        **RES_GPU,
+        **gpu_resources("seco", train=False),
     params:
         code=stage_code("infer_seco"),
         cfg=stage_cfg("infer_seco"),
