@@ -13,6 +13,9 @@ import pytest
 from pipeline.runtime.lease import GpuLease
 
 USER = "wsss_second_user"
+# The lease is standard library only, so the other user runs it with the system Python (the
+# project's interpreter may live under a home folder that user cannot enter).
+PYTHON = shutil.which("python3", path="/usr/bin:/usr/local/bin") or sys.executable
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +32,7 @@ def _lease_as(user: str, lock_dir: Path, pool: str) -> subprocess.CompletedProce
             f"with GpuLease(1, pool={pool.split(',')!r}, lock_dir={str(lock_dir)!r}, timeout=2, poll=0.05) as l:\n"
             "    print('leased', ','.join(l.ids))\n")
     env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "HOME": "/tmp"}
-    return subprocess.run(["runuser", "-u", user, "--", sys.executable, "-c", code], capture_output=True,
+    return subprocess.run(["runuser", "-u", user, "--", PYTHON, "-c", code], capture_output=True,
                           text=True, env=env, cwd="/tmp")
 
 
