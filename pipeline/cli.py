@@ -49,13 +49,13 @@ def require(cfg: dict, dotted: str):
 
 
 def setup_logging(argv: Sequence[str] | None = None) -> logging.Logger:
-    """Log lines to stderr (the rule's log file), opened by one line that marks this attempt: the
-    rules append (`>> {log}`), so a killed or retried attempt's log stays above the next one's."""
+    """Log lines to stderr. The rules append both streams to the rule's log (`>> {log} 2>&1`); a
+    line on stdout marks where this attempt starts, so a killed or retried attempt's log stays
+    above the next one's (stdout, so that stderr keeps one clear line on bad input)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s",
                         stream=sys.stderr, force=True)
-    logger = logging.getLogger("pipeline")
-    logger.info("=== attempt: %s, pid %d on %s", Path(sys.argv[0]).stem, os.getpid(), socket.gethostname())
-    return logger
+    print(f"=== attempt: {Path(sys.argv[0]).stem}, pid {os.getpid()} on {socket.gethostname()}", flush=True)
+    return logging.getLogger("pipeline")
 
 
 def gpu_stage_parser(description: str) -> argparse.ArgumentParser:
