@@ -1,9 +1,11 @@
 """Every Snakemake command the README shows builds its DAG (as a dry run, in a scratch directory).
 
-The other README commands run elsewhere: the setup/test lines are CI itself; the tiny DAG, the
+The other README commands run elsewhere: the setup/test lines are CI itself; the `--forcerun`
+commands on a finished run (an empty folder trips Snakemake's `--until` planning); the tiny DAG, the
 fault injection and the benchmark renderer in tests/test_workflow.py; the SLURM profile through a
 real SLURM in tests/test_slurm.py; `pipeline.weights` in tests/test_weights.py; the GPU
-benchmark's CPU path in tests/test_bench_gpu.py.
+benchmark's CPU path in tests/test_bench_gpu.py. (tests/test_workflow.py::test_readme_rerun_commands runs
+exactly the two `--forcerun` commands above.)
 """
 
 from __future__ import annotations
@@ -29,9 +31,11 @@ COMMANDS = _readme_commands()
 
 def test_the_readme_shows_snakemake_commands():
     assert len(COMMANDS) >= 8 and "snakemake --profile profiles/slurm" in COMMANDS
+    forced = {c for c in COMMANDS if "--forcerun" in c}
+    assert forced == {"snakemake --forcerun make_cam --until make_cam", "snakemake --forcerun make_cam"}
 
 
-@pytest.mark.parametrize("command", [c for c in COMMANDS if "profiles/slurm" not in c])
+@pytest.mark.parametrize("command", [c for c in COMMANDS if "profiles/slurm" not in c and "--forcerun" not in c])
 def test_readme_snakemake_command_builds_its_dag(command, tmp_path):
     args = shlex.split(command)[1:]
     if "--directory" in args:  # a documented scratch folder: use this test's instead
