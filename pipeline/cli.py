@@ -49,9 +49,9 @@ def require(cfg: dict, dotted: str):
 
 
 def setup_logging(argv: Sequence[str] | None = None) -> logging.Logger:
-    """Log lines to stderr. The rules append both streams to the rule's log (`>> {log} 2>&1`); a
-    line on stdout marks where this attempt starts, so a killed or retried attempt's log stays
-    above the next one's (stdout, so that stderr keeps one clear line on bad input)."""
+    """Log lines to stderr; a first line on stdout (the rule's log gets both streams) names the
+    stage, process and host of this attempt. Stdout, so that stderr keeps one clear line on bad
+    input."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s",
                         stream=sys.stderr, force=True)
     print(f"=== attempt: {Path(sys.argv[0]).stem}, pid {os.getpid()} on {socket.gethostname()}", flush=True)

@@ -1,7 +1,7 @@
 """Every Snakemake command the README shows builds its DAG (as a dry run, in a scratch directory).
 
 The other README commands run elsewhere: the setup/test lines are CI itself; the `--forcerun`
-commands on a finished run (an empty folder trips Snakemake's `--until` planning); the tiny DAG, the
+commands on a finished run; the tiny DAG, the
 fault injection and the benchmark renderer in tests/test_workflow.py; the SLURM profile through a
 real SLURM in tests/test_slurm.py; `pipeline.weights` in tests/test_weights.py; the GPU
 benchmark's CPU path in tests/test_bench_gpu.py. (tests/test_workflow.py::test_readme_rerun_commands runs
@@ -32,7 +32,7 @@ COMMANDS = _readme_commands()
 def test_the_readme_shows_snakemake_commands():
     assert len(COMMANDS) >= 8 and "snakemake --profile profiles/slurm" in COMMANDS
     forced = {c for c in COMMANDS if "--forcerun" in c}
-    assert forced == {"snakemake --forcerun make_cam --until make_cam", "snakemake --forcerun make_cam"}
+    assert forced == {"snakemake results/cam/baseline/cams.h5 --forcerun make_cam", "snakemake --forcerun make_cam"}
 
 
 @pytest.mark.parametrize("command", [c for c in COMMANDS if "profiles/slurm" not in c and "--forcerun" not in c])

@@ -43,7 +43,7 @@ rule export_masks:
         cfg=stage_cfg("export_masks"),
     shell:
         "python -m pipeline.stages.export_masks --cfg {params.cfg:q} --index {input.index} --method {wildcards.method}"
-        " --source {input.source} --out {output} >> {log} 2>&1"
+        " --source {input.source} --out {output} > {log} 2>&1"
 
 
 rule crf_masks:
@@ -69,7 +69,7 @@ rule crf_masks:
     shell:
         "python -m pipeline.stages.crf --cfg {params.cfg:q} --index {input.index} --target masks"
         " --method {wildcards.method} --source {input.source} --shard {wildcards.scatteritem}"
-        " --processes {threads} --out {output} >> {log} 2>&1"
+        " --processes {threads} --out {output} > {log} 2>&1"
 
 
 rule gather_crf_masks:
@@ -91,7 +91,7 @@ rule gather_crf_masks:
         code=stage_code("gather_crf_masks"),
         cfg=stage_cfg("gather_crf_masks"),
     shell:
-        "python -m pipeline.stages.gather_shards --cfg {params.cfg:q} --shards {input} --out {output} >> {log} 2>&1"
+        "python -m pipeline.stages.gather_shards --cfg {params.cfg:q} --shards {input} --out {output} > {log} 2>&1"
 
 
 rule eval_masks:
@@ -119,7 +119,7 @@ rule eval_masks:
     shell:
         "python -m pipeline.stages.eval_masks --cfg {params.cfg:q} --index {input.index} --method {wildcards.method}"
         " --masks {input.masks} --crf {input.crf} --summary {output.summary}"
-        " --classes-raw {output.classes_raw} --classes-crf {output.classes_crf} >> {log} 2>&1"
+        " --classes-raw {output.classes_raw} --classes-crf {output.classes_crf} > {log} 2>&1"
 
 
 rule export_mask_pngs:
@@ -141,7 +141,7 @@ rule export_mask_pngs:
         code=stage_code("export_mask_pngs"),
         cfg=stage_cfg("export_mask_pngs"),
     shell:
-        "python -m pipeline.stages.export_mask_pngs --cfg {params.cfg:q} --masks {input} --out {output} >> {log} 2>&1"
+        "python -m pipeline.stages.export_mask_pngs --cfg {params.cfg:q} --masks {input} --out {output} > {log} 2>&1"
 
 
 rule train_deeplab:
@@ -168,7 +168,7 @@ rule train_deeplab:
     shell:
         "python -m pipeline.stages.train_deeplab --cfg {params.cfg:q} --index {input.index} --gpus {resources.gpu}"
         " --threads {threads} --method {wildcards.method} {params.masks} --out {output}"
-        " --ckpt-dir {params.run_dir} --metrics {params.run_dir}/metrics.csv >> {log} 2>&1"
+        " --ckpt-dir {params.run_dir} --metrics {params.run_dir}/metrics.csv > {log} 2>&1"
 
 
 rule infer_deeplab:
@@ -193,7 +193,7 @@ rule infer_deeplab:
         cfg=stage_cfg("infer_deeplab"),
     shell:
         "python -m pipeline.stages.infer_deeplab --cfg {params.cfg:q} --index {input.index} --gpus {resources.gpu}"
-        " --threads {threads} --model {input.model} --out {output} >> {log} 2>&1"
+        " --threads {threads} --model {input.model} --out {output} > {log} 2>&1"
 
 
 rule crf_predictions:
@@ -219,7 +219,7 @@ rule crf_predictions:
     shell:
         "python -m pipeline.stages.crf --cfg {params.cfg:q} --index {input.index} --target predictions"
         " --method {wildcards.method} --source {input.source} --shard {wildcards.scatteritem}"
-        " --processes {threads} --out {output} >> {log} 2>&1"
+        " --processes {threads} --out {output} > {log} 2>&1"
 
 
 rule gather_crf_predictions:
@@ -241,7 +241,7 @@ rule gather_crf_predictions:
         code=stage_code("gather_crf_predictions"),
         cfg=stage_cfg("gather_crf_predictions"),
     shell:
-        "python -m pipeline.stages.gather_shards --cfg {params.cfg:q} --shards {input} --out {output} >> {log} 2>&1"
+        "python -m pipeline.stages.gather_shards --cfg {params.cfg:q} --shards {input} --out {output} > {log} 2>&1"
 
 
 rule eval_deeplab:
@@ -270,7 +270,7 @@ rule eval_deeplab:
     shell:
         "python -m pipeline.stages.eval_deeplab --cfg {params.cfg:q} --index {input.index} --method {wildcards.method}"
         " --logits {input.logits} --crf {input.crf} --summary {output.summary}"
-        " --classes-raw {output.classes_raw} --classes-crf {output.classes_crf} --png-dir {output.png} >> {log} 2>&1"
+        " --classes-raw {output.classes_raw} --classes-crf {output.classes_crf} --png-dir {output.png} > {log} 2>&1"
 
 
 rule summarize:
@@ -306,7 +306,7 @@ rule summarize:
         " --ceiling-method {params.ceiling_method}"
         " --tsv {output.tsv} --json {output.json} --classes-tsv {output.classes_tsv} --html {output.html}"
         " --classes-html {output.classes_html} --chart-val {output.chart_val} --chart-mask {output.chart_mask}"
-        " >> {log} 2>&1"
+        " > {log} 2>&1"
 
 
 rule report_qualitative:
@@ -331,4 +331,4 @@ rule report_qualitative:
         extra=lambda w, input: " ".join(f"--{k} {input[k]}" for k in ("cams", "masks") if k in input.keys()),
     shell:
         "python -m pipeline.stages.report_qualitative --cfg {params.cfg:q} --index {input.index} --method {wildcards.method}"
-        " {params.extra} --pred {input.pred} --out {output} >> {log} 2>&1"
+        " {params.extra} --pred {input.pred} --out {output} > {log} 2>&1"
