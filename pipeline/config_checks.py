@@ -7,19 +7,15 @@ bad config fails before any job starts, naming the key. Types, enums and ranges 
 from __future__ import annotations
 
 from pipeline.errors import PipelineError
+from pipeline.rules import lookup
 
 CAM_METHODS = ("baseline", "csd")
 
 
 def _order(cfg: dict, low_key: str, high_key: str) -> None:
-    def get(dotted: str):
-        node = cfg
-        for part in dotted.split("."):
-            node = node[part]
-        return node
-
-    if get(low_key) > get(high_key):
-        raise PipelineError(f"config key {low_key}: {get(low_key)} exceeds {high_key} ({get(high_key)})")
+    low, high = lookup(cfg, low_key), lookup(cfg, high_key)
+    if low > high:
+        raise PipelineError(f"config key {low_key}: {low} exceeds {high_key} ({high})")
 
 
 def check_config(cfg: dict) -> None:

@@ -44,16 +44,25 @@ RULES: dict[str, Rule] = {
 }
 
 
+def lookup(config: dict, dotted: str, default=None):
+    """`config["a"]["b"]` for "a.b", or `default` where a key on the way is missing."""
+    node = config
+    for key in dotted.split("."):
+        if not isinstance(node, dict) or key not in node:
+            return default
+        node = node[key]
+    return node
+
+
 def config_slice(config: dict, sections: tuple[str, ...]) -> dict:
     """The part of `config` under `sections`; a dotted section keeps only that sub-tree."""
     out: dict = {}
     for section in sections:
         *parents, leaf = section.split(".")
-        src, dst = config, out
+        dst = out
         for key in parents:
-            src = src.get(key) or {}
             dst = dst.setdefault(key, {})
-        dst[leaf] = src.get(leaf)
+        dst[leaf] = lookup(config, section)
     return out
 
 

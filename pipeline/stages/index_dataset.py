@@ -15,17 +15,9 @@ from pipeline.data.index import build_index
 from pipeline.errors import cli_entry
 from pipeline.io.atomic import write_text_atomic
 from pipeline.io.h5store import code_version, config_hash
+from pipeline.rules import lookup
 
 BATCH_KEYS = ("cam.batch_size", "seco.batch_size", "deeplab.batch_size")
-
-
-def _get(cfg: dict, dotted: str):
-    node = cfg
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    return node
 
 
 @cli_entry
@@ -40,7 +32,7 @@ def main(argv: list[str] | None = None) -> None:
     ds = open_dataset(ds_cfg)
     splits = {role: name for role, name in require(cfg, "dataset.splits").items() if name}
     # One batch per training process at least (the batch sizes are per process).
-    min_train = {key: value for key in BATCH_KEYS if (value := _get(cfg, key)) is not None}
+    min_train = {key: value for key in BATCH_KEYS if (value := lookup(cfg, key)) is not None}
     index = build_index(ds, splits, workers=args.workers, min_train=min_train)
     index["config_hash"] = config_hash(ds_cfg)
     index["code_version"] = code_version()
