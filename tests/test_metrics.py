@@ -65,7 +65,7 @@ def test_matches_reference_on_random_masks() -> None:
     gt_all = np.concatenate([g.ravel() for g, _ in images]).astype(np.int64)
     pred_all = np.concatenate([p.ravel() for _, p in images]).astype(np.int64)
     ref = _reference_iou(gt_all, pred_all, n)
-    got = scores(cm)["iou"].tolist()
+    got = scores(cm, "present")["iou"].tolist()
     assert all(_same(a, b) for a, b in zip(got, ref, strict=True)), (got, ref)
 
 
@@ -83,11 +83,38 @@ def test_merge_equals_single_pass() -> None:
         a.merge(ConfusionMatrix(5))
 
 
+def test_miou_conventions_on_a_hand_built_matrix() -> None:
+    # rows = GT, columns = prediction; 4 classes:
+    #   0: 6 px, 4 right, 2 called 1;  1: 4 px, 3 right, 1 called 2;
+    #   2: no GT pixel, but predicted on 1 px (a false positive);  3: neither in GT nor predicted
+    m = np.array([[4, 2, 0, 0],
+                  [0, 3, 1, 0],
+                  [0, 0, 0, 0],
+                  [0, 0, 0, 0]])
+    iou0, iou1 = 4 / (6 + 4 - 4), 3 / (4 + 5 - 3)
+    present = scores(m, "present")
+    assert present["miou_convention"] == "present"
+    assert present["miou"] == pytest.approx((iou0 + iou1) / 2)  # ToCo: GT classes only
+    every = scores(m, "all")
+    assert every["miou_convention"] == "all"
+    assert every["miou"] == pytest.approx((iou0 + iou1 + 0.0) / 3)  # IRN: the FP-only class counts 0
+    assert math.isnan(every["iou"][3])  # absent from both: undefined, skipped by both conventions
+    # chainercv's formula as in IRN's eval_cam, written out
+    gtj, resj, tp = m.sum(1), m.sum(0), np.diag(m)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        assert every["miou"] == pytest.approx(np.nanmean(tp / (gtj + resj - tp)))
+    # when every class is in the GT the two agree
+    full = np.array([[5, 1], [2, 4]])
+    assert scores(full, "all")["miou"] == scores(full, "present")["miou"]
+    with pytest.raises(ValueError, match="mIoU convention"):
+        scores(m, "union")
+
+
 def test_miou_ignores_classes_absent_from_gt() -> None:
     cm = ConfusionMatrix(3)
     # GT has classes 0 and 1 only; class 2 is predicted on one pixel (a false positive).
     cm.update(np.array([[0, 0, 1, 1]]), np.array([[0, 0, 1, 2]]))
-    s = scores(cm)
+    s = scores(cm, "present")
     assert s["iou"].tolist()[:2] == [1.0, 0.5]
     assert s["iou"][2] == 0.0
     assert s["miou"] == 0.75
@@ -182,7 +209,7 @@ def test_context_false_activation_4x4() -> None:
 def test_writers(tmp_path) -> None:
     cm = ConfusionMatrix(3)
     cm.update(np.array([[0, 0, 1, 1]]), np.array([[0, 0, 1, 2]]))
-    s = scores(cm)
+    s = scores(cm, "present")
     table = tmp_path / "classes.tsv"
     write_class_table(table, s, ["background", "boat", "train"])
     rows = [line.split("\t") for line in table.read_text().splitlines()]

@@ -156,7 +156,8 @@ def cam_cache_fidelity(run: Path, cfg: dict, method: str, max_images: int) -> di
     net.eval()
     threshold = float(cfg["eval_cam"]["bg_threshold"][method])
     pairs = cooccurring_pairs(ds, index)
-    cached_ev, full_ev = SegEvaluator(ds, pairs), SegEvaluator(ds, pairs)
+    convention = cfg["eval"]["miou_convention"]
+    cached_ev, full_ev = SegEvaluator(ds, pairs, convention), SegEvaluator(ds, pairs, convention)
     reader = ArtifactReader(run / "results" / "cam" / method / "cams.h5", expect="scores")
     ids = index["splits"]["eval"]["ids"][:max_images]
     torch.manual_seed(0)

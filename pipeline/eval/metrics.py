@@ -107,13 +107,31 @@ def _nanmean(values: np.ndarray) -> float:
     return float(finite.mean()) if finite.size else math.nan
 
 
-def scores(cm: ConfusionMatrix | np.ndarray) -> dict[str, Any]:
+# How mIoU averages the per-class IoUs (config key eval.miou_convention):
+#   present  ToCo/SeCo (utils/evaluate.py): the mean over classes with GT pixels in the split, so a
+#            class absent from the split cannot pull the mean down with a 0 from false positives;
+#   all      IRN (step/eval_cam.py, chainercv): nanmean over all classes; a class predicted but
+#            absent from the GT has IoU 0 and counts, one absent from both is undefined (skipped).
+# They differ only on splits where some class has no GT pixels.
+MIOU_CONVENTIONS = ("present", "all")
+
+
+def mean_iou(iou: np.ndarray, gt_pixels: np.ndarray, convention: str) -> float:
+    """mIoU of per-class `iou` (NaN where undefined) under `convention` (MIOU_CONVENTIONS)."""
+    if convention == "present":
+        return _nanmean(np.asarray(iou)[np.asarray(gt_pixels) > 0])
+    if convention == "all":
+        return _nanmean(np.asarray(iou))
+    raise ValueError(f"mIoU convention must be one of {MIOU_CONVENTIONS}, got {convention!r}")
+
+
+def scores(cm: ConfusionMatrix | np.ndarray, convention: str) -> dict[str, Any]:
     """Per-class and summary scores from a confusion matrix (rows = GT, columns = pred).
 
     Per-class arrays (length num_classes, NaN where undefined): "iou", "precision", "recall",
     "fp_over_tp" (ToCo's confusion ratio FP/TP), plus int64 "gt_pixels", "pred_pixels", "tp".
-    Scalars: "miou" and "mean_accuracy" average only over classes present in the GT, so a
-    class absent from the split cannot drag the mean down with a 0 from false positives;
+    Scalars: "miou" under `convention` (see MIOU_CONVENTIONS) and "miou_convention";
+    "mean_accuracy" over classes present in the GT (recall is undefined elsewhere);
     "pixel_accuracy"; "num_present".
     """
     m = _counts_of(cm)
@@ -134,7 +152,8 @@ def scores(cm: ConfusionMatrix | np.ndarray) -> dict[str, Any]:
         "gt_pixels": gt_pixels,
         "pred_pixels": pred_pixels,
         "tp": tp,
-        "miou": _nanmean(iou[present]),
+        "miou": mean_iou(iou, gt_pixels, convention),
+        "miou_convention": convention,
         "mean_accuracy": _nanmean(recall[present]),
         "pixel_accuracy": float(tp.sum() / total) if total else math.nan,
         "num_present": int(present.sum()),

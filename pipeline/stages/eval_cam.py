@@ -1,8 +1,10 @@
 """Stage: CAM seed quality on the evaluation split (IRN's eval_cam) + a threshold sweep.
 
 Seeds = argmax over [constant background plane = threshold, CAMs of present classes]; the
-threshold is per method: IRN uses 0.15 (baseline, CSD), SeCo's infer_cam uses 0.5. Writes a JSON summary (mIoU, co-occurrence confusion ratios, context
-false activation on synthetic data), a per-class TSV and a threshold-sweep TSV.
+threshold is per method: IRN uses 0.15 (baseline, CSD), SeCo's infer_cam uses 0.5. mIoU averages
+classes as `eval.miou_convention` says (IRN: `all`). Writes a JSON summary (mIoU and its
+convention, co-occurrence confusion ratios, context false activation on synthetic data), a
+per-class TSV and a threshold-sweep TSV.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from pipeline.cli import gpu_stage_parser, open_indexed, parse, require
 from pipeline.errors import PipelineError, cli_entry
 from pipeline.eval.metrics import write_class_table, write_summary
 from pipeline.eval.pairs import cooccurring_pairs
-from pipeline.eval.segmentation import SegEvaluator
+from pipeline.eval.segmentation import SegEvaluator, miou_convention
 from pipeline.io.atomic import write_text_atomic
 from pipeline.io.h5store import ArtifactReader
 from pipeline.io.progress import progress
@@ -42,9 +44,10 @@ def main(argv: list[str] | None = None) -> None:
     reader = ArtifactReader(args.cams, expect="scores")
     pairs = cooccurring_pairs(ds, index)
     thresholds = sorted({float(t) for t in ev_cfg["sweep"]} | {float(ev_cfg["bg_threshold"])})
-    evaluators = {t: SegEvaluator(ds, pairs) for t in thresholds}
+    convention = miou_convention(cfg)
+    evaluators = {t: SegEvaluator(ds, pairs, convention) for t in thresholds}
     # Chance reference: uniform random scores for the same present classes, same protocol.
-    chance = SegEvaluator(ds, pairs)
+    chance = SegEvaluator(ds, pairs, convention)
     rng = np.random.default_rng(0)
     ids = index["splits"]["eval"]["ids"]
     for image_id in progress(ids, f"eval_cam {args.method}"):

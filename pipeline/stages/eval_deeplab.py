@@ -17,7 +17,7 @@ from pipeline.data.palette import write_mask_folder
 from pipeline.errors import PipelineError, cli_entry
 from pipeline.eval.metrics import write_class_table, write_summary
 from pipeline.eval.pairs import cooccurring_pairs
-from pipeline.eval.segmentation import SegEvaluator
+from pipeline.eval.segmentation import SegEvaluator, miou_convention
 from pipeline.io.h5store import ArtifactReader
 from pipeline.io.progress import progress
 
@@ -31,8 +31,8 @@ def argmax_prediction(logits: ArtifactReader, image_id: str) -> np.ndarray:
     return classes.astype(np.uint8)[planes.argmax(0)]
 
 
-def evaluate_split(ds, pairs, ids: list[str], logits: ArtifactReader, crf: ArtifactReader) -> dict:
-    raw, refined = SegEvaluator(ds, pairs), SegEvaluator(ds, pairs)
+def evaluate_split(ds, pairs, ids: list[str], logits: ArtifactReader, crf: ArtifactReader, convention: str) -> dict:
+    raw, refined = SegEvaluator(ds, pairs, convention), SegEvaluator(ds, pairs, convention)
     for image_id in progress(ids, "eval_deeplab"):
         gt = ds.mask(image_id)
         if gt is None:
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> None:
         split = index["splits"].get(role)
         if split is None or not split.get("has_masks", True):
             continue
-        evs = evaluate_split(ds, pairs, split["ids"], logits, crf)
+        evs = evaluate_split(ds, pairs, split["ids"], logits, crf, miou_convention(cfg))
         out[role] = {"split": split["split"], "num_images": len(split["ids"]),
                      **{k: ev.summary() for k, ev in evs.items()}}
         if role == "val":

@@ -16,16 +16,18 @@ from pipeline.cli import open_indexed, parse, stage_parser
 from pipeline.errors import PipelineError, cli_entry
 from pipeline.eval.metrics import ConfusionMatrix, scores, write_class_table, write_summary
 from pipeline.eval.pairs import cooccurring_pairs
-from pipeline.eval.segmentation import SegEvaluator
+from pipeline.eval.segmentation import SegEvaluator, miou_convention
 from pipeline.io.h5store import ArtifactReader
 from pipeline.io.progress import progress
 
 log = logging.getLogger("pipeline.stages.eval_masks")
 
 
-def evaluate_masks(ds, pairs: list[tuple[int, int]], reader: ArtifactReader, ids: list[str]) -> tuple[dict, dict]:
-    """(summary, per-class scores) of the masks of `ids` in `reader` against the GT."""
-    ev = SegEvaluator(ds, pairs)
+def evaluate_masks(ds, pairs: list[tuple[int, int]], reader: ArtifactReader, ids: list[str],
+                   convention: str) -> tuple[dict, dict]:
+    """(summary, per-class scores) of the masks of `ids` in `reader` against the GT; mIoU under
+    `convention` (eval.miou_convention)."""
+    ev = SegEvaluator(ds, pairs, convention)
     confident = ConfusionMatrix(ds.num_classes, pred_ignore_as=None)
     uncertain = pixels = 0
     for image_id in progress(ids, "eval_masks"):
@@ -41,7 +43,7 @@ def evaluate_masks(ds, pairs: list[tuple[int, int]], reader: ArtifactReader, ids
         uncertain += int((pred == 255).sum())
         pixels += pred.size
     summary = ev.summary()
-    summary.update(miou_confident=scores(confident)["miou"], uncertain_fraction=uncertain / max(pixels, 1),
+    summary.update(miou_confident=scores(confident, convention)["miou"], uncertain_fraction=uncertain / max(pixels, 1),
                    num_images=len(ids))
     return summary, ev.scores()
 
@@ -63,7 +65,7 @@ def main(argv: list[str] | None = None) -> None:
     out = {"method": args.method, "split": index["splits"]["eval"]["split"], "num_images": len(ids),
            "class_names": ds.class_names}
     for name, path, table in (("raw", args.masks, args.classes_raw), ("crf", args.crf, args.classes_crf)):
-        summary, per_class = evaluate_masks(ds, pairs, ArtifactReader(path, expect="mask"), ids)
+        summary, per_class = evaluate_masks(ds, pairs, ArtifactReader(path, expect="mask"), ids, miou_convention(cfg))
         out[name] = summary
         write_class_table(table, per_class, ds.class_names)
     write_summary(args.summary, out)

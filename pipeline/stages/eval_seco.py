@@ -16,7 +16,7 @@ from pipeline.cli import gpu_stage_parser, open_indexed, parse
 from pipeline.errors import PipelineError, cli_entry
 from pipeline.eval.metrics import write_class_table, write_summary
 from pipeline.eval.pairs import cooccurring_pairs
-from pipeline.eval.segmentation import SegEvaluator
+from pipeline.eval.segmentation import SegEvaluator, miou_convention
 from pipeline.io.h5store import ArtifactReader
 
 log = logging.getLogger("pipeline.stages.eval_seco")
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> None:
         split = index["splits"].get(role)
         if split is None or not split["has_masks"]:
             continue
-        ev = SegEvaluator(ds, pairs)
+        ev = SegEvaluator(ds, pairs, miou_convention(cfg))
         for image_id in split["ids"]:
             logits, classes = reader.scores(image_id)
             ev.update(image_id, classes[logits.argmax(0)].astype("uint8"))

@@ -115,7 +115,8 @@ def _infer(rank: int, world: int, cfg: dict, index_path: str, model_path: str, c
                "bytes_per_pixel": size / max(pixels, 1), "cams_bytes": Path(cams_out).stat().st_size,
                "num_images": len(seg_ids), "resize": infer["resize"], "seg_scales": infer["seg_scales"]}
     for role in roles:
-        full_miou, cache_miou = scores(mats[(role, "full")])["miou"], scores(mats[(role, "cache")])["miou"]
+        # a difference of two mIoUs on the same images: the convention is fixed (SeCo's), not eval's
+        full_miou, cache_miou = (scores(mats[(role, k)], "present")["miou"] for k in ("full", "cache"))
         summary[role] = {"full_res_miou": full_miou, "cache_miou": cache_miou, "cache_minus_full": cache_miou - full_miou}
         log.info("%s: seg mIoU full-res float32 %.4f, cache (stride %d float16) %.4f, difference %+.4f",
                  role, full_miou, stride, cache_miou, cache_miou - full_miou)
