@@ -11,7 +11,16 @@ import numpy as np
 import pytest
 
 from pipeline.errors import PipelineError
-from pipeline.io.h5store import SCHEMA_VERSION, ArtifactReader, ArtifactWriter, config_hash, merge_shards
+from pipeline.io.h5store import (
+    SCHEMA_VERSION,
+    ArtifactReader,
+    ArtifactWriter,
+    config_hash,
+    fit_scores,
+    merge_shards,
+    round_mantissa,
+    upsample_scores,
+)
 
 NAMES = ["background", "a", "b", "c"]
 
@@ -112,3 +121,34 @@ def test_schema_version_mismatch(tmp_path):
         f.attrs["class_names"] = json.dumps(NAMES)
     with pytest.raises(PipelineError, match="schema version 0"):
         ArtifactReader(path).ids()
+
+
+def test_round_mantissa():
+    x = np.array([1.0 + 2**-10, 1.03, 1.04, -1.04, 1000.0, np.inf], np.float32)
+    out = round_mantissa(x, 4)  # 4 mantissa bits: steps of 1/16 in [1, 2)
+    assert out.dtype == np.float16
+    assert out[:4].tolist() == [1.0, 1.0, 1.0625, -1.0625]
+    assert out[4] == 992.0 and np.isinf(out[5])  # 1000 = 2^9 * 1.95..: nearest 2^9 * (1 + 15/16)
+    assert np.array_equal(round_mantissa(x, 10), x.astype(np.float16))
+
+
+def test_fit_scores_inverts_the_readers_upsampling():
+    import torch
+
+    rng = np.random.default_rng(0)
+    cells = rng.normal(size=(3, 5, 4)).astype(np.float32)
+    full = upsample_scores(cells, 4, (19, 14))  # 5 x 4 cells cover 20 x 16
+    fitted = fit_scores(full, 4)
+    assert fitted.shape == (3, 5, 4) and fitted.dtype == np.float32
+    assert np.allclose(upsample_scores(fitted, 4, (19, 14)), full, atol=1e-4)
+    # the torch path (GPU stages fit on their device) gives the same cells as the NumPy one
+    as_tensor = fit_scores(torch.from_numpy(full).double(), 4)
+    assert isinstance(as_tensor, torch.Tensor) and as_tensor.dtype == torch.float32
+    assert np.allclose(as_tensor.numpy(), fitted, atol=1e-5)
+    # and for a map that is not an upsampling, it beats plain area averages in squared error
+    rough = rng.normal(size=(3, 19, 14)).astype(np.float32)
+    err = ((upsample_scores(fit_scores(rough, 4), 4, (19, 14)) - rough) ** 2).sum()
+    padded = np.pad(rough, ((0, 0), (0, 1), (0, 2)), mode="edge")
+    area = padded.reshape(3, 5, 4, 4, 4).mean((2, 4))
+    assert err < ((upsample_scores(area, 4, (19, 14)) - rough) ** 2).sum()
+    assert fit_scores(rough, 1) is rough

@@ -10,9 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.io.h5store import ArtifactReader, ArtifactWriter, upsample_scores
+from pipeline.io.h5store import ArtifactReader, ArtifactWriter
 from pipeline.runtime.checkpoint import load_final
-from pipeline.seco.infer import fit_cache, round_mantissa
 from pipeline.seco.train import SeCoStep, poly_warmup
 from pipeline.stages.eval_seco import main as eval_main
 from pipeline.stages.index_dataset import main as index_main
@@ -50,29 +49,6 @@ def test_poly_warmup_schedule():
     assert poly_warmup(0, 10, 1e-6, 100, 0.9) == pytest.approx(1e-6)
     assert poly_warmup(5, 10, 1e-6, 100, 0.9) == pytest.approx(0.5 + 0.5e-6)
     assert poly_warmup(10, 10, 1e-6, 100, 0.9) == pytest.approx(0.9**0.9)  # (1 - t/T), not from W
-
-
-def test_round_mantissa():
-    x = np.array([1.0 + 2**-10, 1.03, 1.04, -1.04, 1000.0, np.inf], np.float32)
-    out = round_mantissa(x, 4)  # 4 mantissa bits: steps of 1/16 in [1, 2)
-    assert out.dtype == np.float16
-    assert out[:4].tolist() == [1.0, 1.0, 1.0625, -1.0625]
-    assert out[4] == 992.0 and np.isinf(out[5])  # 1000 = 2^9 * 1.95..: nearest 2^9 * (1 + 15/16)
-    assert np.array_equal(round_mantissa(x, 10), x.astype(np.float16))
-
-
-def test_fit_cache_inverts_the_readers_upsampling():
-    g = torch.Generator().manual_seed(0)
-    cells = torch.randn(3, 5, 4, generator=g)
-    full = torch.from_numpy(upsample_scores(cells.numpy(), 4, (19, 14)))  # 5 x 4 cells cover 20 x 16
-    fitted = fit_cache(full, 4)
-    assert fitted.shape == (3, 5, 4)
-    assert torch.allclose(torch.from_numpy(upsample_scores(fitted.numpy(), 4, (19, 14))), full, atol=1e-4)
-    # and for a map that is not an upsampling, it beats plain area averages in squared error
-    rough = torch.randn(3, 19, 14, generator=g)
-    err = ((torch.from_numpy(upsample_scores(fit_cache(rough, 4).numpy(), 4, (19, 14))) - rough) ** 2).sum()
-    area = torch.nn.functional.avg_pool2d(torch.nn.functional.pad(rough[None], (0, 2, 0, 1), mode="replicate"), 4)[0]
-    assert err < ((torch.from_numpy(upsample_scores(area.numpy(), 4, (19, 14))) - rough) ** 2).sum()
 
 
 def test_training_runs_every_term_and_resumes_identically(setup, trained, monkeypatch):

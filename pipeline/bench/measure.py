@@ -1,5 +1,5 @@
 """Measurements the DAG itself does not make: a timed DAG run, the no-op rerun, CRF on 1 vs 2
-processes, and the fidelity of the compact CAM cache against full-resolution float32 CAMs.
+processes, and the fidelity of the compact CAM cache against IRN's float32 `high_res` CAMs.
 
 Every measurement runs the real stage code (Snakemake, `pipeline.stages.crf`, the CAM network)
 on a finished run directory.
@@ -136,38 +136,62 @@ def crf_processes(run: Path, cfg: dict, method: str, processes: list[int], repea
 
 
 def cam_cache_fidelity(run: Path, cfg: dict, method: str, max_images: int) -> dict[str, Any]:
-    """Seed mIoU from the stored CAMs (float16, stride `cam.cam_stride`, upsampled on read) vs
-    from the same network's CAMs computed at full resolution in float32, on the same images."""
+    """The CAM cache against what it stands for: IRN's float32 `high_res` of the same network.
+
+    On the first `max_images` eval images of the finished run `run`: CAMs from the run's
+    `results/cam/<method>/model_final.pth` (`multiscale_cam`), the cache exactly as make_cam
+    builds it (`cam_cache`), written to a temporary cams.h5 and read back as every reader does.
+    Seed mIoU in eval_cam's protocol (constant background plane at `eval_cam.bg_threshold.<m>`,
+    argmax, `eval.miou_convention`) of the cache vs of `high_res`, the loss in mIoU points, the
+    cache's bytes per image pixel, and, for reference, IRN's stride-4 `cam` upsampled on read
+    (what the cache held before). The run's own cams.h5 is not read: it may predate the code.
+    """
     import torch
 
     from pipeline.cli import open_indexed
     from pipeline.eval.pairs import cooccurring_pairs
     from pipeline.eval.segmentation import SegEvaluator
-    from pipeline.io.h5store import ArtifactReader
-    from pipeline.irn.cams import multiscale_cam, scores_to_label
+    from pipeline.io.h5store import ArtifactReader, ArtifactWriter, upsample_scores
+    from pipeline.irn.cams import cam_cache, multiscale_cam, scores_to_label
     from pipeline.irn.train import build_cam_net
     from pipeline.runtime.checkpoint import load_final
 
     cfg = {**cfg, "dataset": {**cfg["dataset"], "root": str(run / cfg["dataset"]["root"])}}
     ds, index = open_indexed(cfg, run / "results" / "dataset" / "index.json")
     state, _ = load_final(run / "results" / "cam" / method / "model_final.pth")
-    net = build_cam_net({**cfg["cam"], "pretrained": None}, ds.num_classes)
+    cam = cfg["cam"]
+    net = build_cam_net({**cam, "pretrained": None}, ds.num_classes)
     net.load_state_dict(state)
     net.eval()
     threshold = float(cfg["eval_cam"]["bg_threshold"][method])
-    pairs = cooccurring_pairs(ds, index)
     convention = cfg["eval"]["miou_convention"]
-    cached_ev, full_ev = SegEvaluator(ds, pairs, convention), SegEvaluator(ds, pairs, convention)
-    reader = ArtifactReader(run / "results" / "cam" / method / "cams.h5", expect="scores")
+    pairs = cooccurring_pairs(ds, index)
+    evs = {k: SegEvaluator(ds, pairs, convention) for k in ("cache", "high_res", "strided")}
     ids = index["splits"]["eval"]["ids"][:max_images]
+    stride, pixels = int(cam["cam_stride"]), 0
     torch.manual_seed(0)
-    for image_id in ids:
-        cached, classes = reader.scores(image_id)
-        full = multiscale_cam(net, ds.image(image_id), [int(c) for c in classes], cfg["cam"]["scales"], 1, "cpu")
-        gt = ds.mask(image_id)
-        cached_ev.update(image_id, scores_to_label(cached, classes, threshold), gt)
-        full_ev.update(image_id, scores_to_label(full.astype("float32"), classes, threshold), gt)
-    reader.close()
-    a, b = cached_ev.summary()["miou"], full_ev.summary()["miou"]
-    return {"method": method, "images": len(ids), "bg_threshold": threshold, "cache_miou": a, "full_res_miou": b,
-            "cache_minus_full": a - b, "cam_stride": cfg["cam"]["cam_stride"]}
+    with tempfile.TemporaryDirectory(dir=run) as tmp:
+        path = Path(tmp) / "cams.h5"
+        with ArtifactWriter(path, "scores", ds.class_names, {"cam": cam}) as w:
+            for image_id in ids:
+                img, classes = ds.image(image_id), ds.present_classes(image_id)
+                cams = multiscale_cam(net, img, classes, cam["scales"], stride=stride,
+                                      output_stride=cam["output_stride"], device="cpu")
+                w.write_scores(image_id, cam_cache(cams.high_res, stride), classes, img.shape[:2], stride=stride)
+                gt = ds.mask(image_id)
+                evs["high_res"].update(image_id, scores_to_label(cams.high_res, classes, threshold), gt)
+                old = upsample_scores(cams.strided.astype("float16").astype("float32"), stride, img.shape[:2])
+                evs["strided"].update(image_id, scores_to_label(old, classes, threshold), gt)
+                pixels += img.shape[0] * img.shape[1]
+        reader = ArtifactReader(path, expect="scores")
+        for image_id in ids:
+            cached, classes = reader.scores(image_id)
+            evs["cache"].update(image_id, scores_to_label(cached, classes, threshold), ds.mask(image_id))
+        reader.close()
+        nbytes = path.stat().st_size
+    miou = {k: ev.summary()["miou"] for k, ev in evs.items()}
+    return {"method": method, "images": len(ids), "bg_threshold": threshold, "miou_convention": convention,
+            "cam_stride": stride, "reference": "high_res", "cache_miou": miou["cache"],
+            "full_res_miou": miou["high_res"], "cache_minus_full": miou["cache"] - miou["high_res"],
+            "loss_points": 100 * (miou["high_res"] - miou["cache"]), "bytes": nbytes, "pixels": pixels,
+            "bytes_per_pixel": nbytes / max(pixels, 1), "strided_upsampled_miou": miou["strided"]}

@@ -8,7 +8,10 @@ seed: `synthetic.seed` is not the training seed). Then, on the first seed's run 
 a no-op rerun, CRF on 1 and 2 processes, and the compact-CAM-cache check. All figures go to
 `<workdir>/bench.json`; the document is rendered from that file alone, so `--render-only`
 rewrites it without running anything. A finished run directory is reused, not rerun (its
-`bench_run.json` records the timed run); `--force` reruns it.
+`bench_run.json` records the timed run); `--force` reruns it. `--remeasure cam_cache` redoes one
+measurement on the existing runs (no DAG) and renders again:
+
+    python -m pipeline.bench.run --preset default --seeds 0 1 --remeasure cam_cache
 """
 
 from __future__ import annotations
@@ -33,6 +36,9 @@ from pipeline.eval.metrics import write_summary
 from pipeline.io.atomic import write_text_atomic
 
 log = logging.getLogger("pipeline.bench")
+
+# The measurements made on each preset's first seed's run (bench_measurements.json), by key.
+MEASUREMENTS = ("noop", "crf", "cam_cache")
 
 
 def split_preset(arg: str, seeds: list[int]) -> tuple[str, list[int]]:
@@ -99,13 +105,20 @@ def bench_preset(preset: str, seeds: list[int], args: argparse.Namespace) -> dic
                                    "throughput": collect.throughput(run), "training": collect.training_rates(run)}
     first = root / f"seed{seeds[0]}"
     measured = first / "bench_measurements.json"
+    cfg = measure.merged_config(path, seeds[0])
+    measurements = {
+        "noop": lambda: measure.noop_rerun(first, path, seeds[0], args.cores),
+        "crf": lambda: measure.crf_processes(first, cfg, "baseline", [1, 2], args.crf_repeats, args.crf_images),
+        "cam_cache": lambda: measure.cam_cache_fidelity(first, cfg, "baseline", args.cache_images),
+    }
     if args.render_only or (measured.exists() and not args.force):
         extra = json.loads(measured.read_text()) if measured.exists() else {}
+        if args.remeasure and not args.render_only:
+            # only the named measurements again, on the run directory as it is; the others are kept
+            extra.update({k: measurements[k]() for k in args.remeasure})
+            write_text_atomic(measured, json.dumps(extra, indent=1))
     else:
-        cfg = measure.merged_config(path, seeds[0])
-        extra = {"noop": measure.noop_rerun(first, path, seeds[0], args.cores),
-                 "crf": measure.crf_processes(first, cfg, "baseline", [1, 2], args.crf_repeats, args.crf_images),
-                 "cam_cache": measure.cam_cache_fidelity(first, cfg, "baseline", args.cache_images)}
+        extra = {k: run_one() for k, run_one in measurements.items()}
         write_text_atomic(measured, json.dumps(extra, indent=1))
     faults_json = root / "faults" / "faults.json"
     wanted = args.faults and (args.faults_preset is None or args.faults_preset == name)
@@ -136,12 +149,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--crf-repeats", type=int, default=2)
     p.add_argument("--cache-images", type=int, default=240, help="images in the CAM cache fidelity check")
     p.add_argument("--skip-dag", action="store_true", help="use existing run directories as they are")
+    p.add_argument("--remeasure", nargs="+", choices=MEASUREMENTS, default=[],
+                   help="measure these again on the first seed's existing run (implies --skip-dag), e.g. "
+                   "`--remeasure cam_cache`: the CAM cache check of the current code without rerunning any DAG")
     p.add_argument("--render-only", action="store_true", help="only rewrite the document from recorded figures")
     p.add_argument("--force", action="store_true", help="rerun DAGs and measurements that were recorded")
     p.add_argument("--faults", action=argparse.BooleanOptionalAction, default=True,
                    help="fault injection on each preset's first seed (pipeline.bench.faults)")
     p.add_argument("--faults-preset", default=None, help="only this preset (by name) gets the fault injection")
     args = p.parse_args(argv)
+    args.skip_dag = args.skip_dag or bool(args.remeasure)
     setup_logging()
     presets = args.preset or ["default", "configs/bench.yaml:0"]
     bench_json = Path(args.workdir) / "bench.json"

@@ -8,12 +8,14 @@ Schemas of every artifact kind are documented in docs/ARTIFACTS.md. In short:
   root attrs: schema_version, artifact (kind), class_names, config_hash, code_version, created
 
 Score maps are float16 with shuffle + gzip, chunked one class plane per chunk; masks are uint8
-with gzip. A writer writes to a temporary sibling and renames on close, so a killed job never
+with gzip. A score cache at stride s > 1 holds the cells `fit_scores` fits to the full-resolution
+maps, so that the reader's bilinear upsampling (`upsample_scores`) reproduces them. A writer writes to a temporary sibling and renames on close, so a killed job never
 leaves a readable partial artifact; a job that fails raises and leaves nothing.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -230,12 +232,14 @@ class ArtifactReader:
 
 
 def upsample_scores(data: np.ndarray, stride: int, size: tuple[int, int]) -> np.ndarray:
-    """Bilinear upsampling of stride-s maps to (H, W), aligned like IRN's `high_res`.
+    """Bilinear upsampling of stride-s maps to (H, W): what every reader of a score cache does.
 
-    A stride-s map of ceil(H/s) cells covers s*ceil(H/s) pixels; upsample to that extent and
-    crop, so cell centres stay on the pixels they were computed from. Same sampling as
-    `F.interpolate(mode="bilinear", align_corners=False)`, in NumPy: the CPU-only stages that
-    read scores (CRF workers, evaluations) then start without importing torch.
+    A stride-s map of ceil(H/s) cells is upsampled to its extent s*ceil(H/s) and cropped to H,
+    so cell i stays centred on pixels [s*i, s*i + s). This is not IRN's `high_res`, which
+    upsamples each scale's stride-16 output to 16*ceil(H/16) before summing: a cache holds
+    `fit_scores(high_res)`, cells fitted so that this upsampling reproduces `high_res`. Same
+    sampling as `F.interpolate(mode="bilinear", align_corners=False)`, in NumPy: the CPU-only
+    stages that read scores (CRF workers, evaluations) then start without importing torch.
     """
     h, w = size
     rows = _linear_taps(data.shape[1], stride, h)
@@ -254,6 +258,52 @@ def _linear_taps(n_in: int, stride: int, n_out: int) -> tuple[np.ndarray, np.nda
     i1 = np.minimum(i0 + 1, n_in - 1)
     w1 = (src - i0).astype(np.float32)
     return i0, i1, np.float32(1) - w1, w1
+
+
+@functools.lru_cache(maxsize=256)
+def _fit_matrix(n: int, stride: int) -> np.ndarray:
+    """g x n pseudo-inverse (float64) of the 1-D upsampling in `upsample_scores` from
+    g = ceil(n/stride) cells to n pixels, built from the same taps so fit and reader agree."""
+    g = (n - 1) // stride + 1
+    i0, i1, w0, w1 = _linear_taps(g, stride, n)
+    up = np.zeros((n, g))
+    rows = np.arange(n)
+    np.add.at(up, (rows, i0), w0)
+    np.add.at(up, (rows, i1), w1)  # i0 == i1 at the clamped border: the weights add up to 1
+    return np.linalg.pinv(up)
+
+
+def fit_scores(full, stride: int):
+    """K x ceil(H/s) x ceil(W/s) cells whose `upsample_scores` (what a reader does) is the
+    least-squares closest to the full-resolution K x H x W maps `full`.
+
+    Separable: Py F Px^T with the pseudo-inverses of the row and column upsamplings. Much closer
+    after upsampling than area averages or plain resizing (docs/ARTIFACTS.md). `full` is a NumPy
+    array or a torch tensor (then the fit runs on its device and returns a float32 tensor; duck-
+    typed, so this module needs no torch import). stride 1 returns `full` unchanged.
+    """
+    if stride == 1:
+        return full
+    h, w = full.shape[-2:]
+    py = _fit_matrix(h, stride).astype(np.float32)
+    px = _fit_matrix(w, stride).astype(np.float32)
+    if isinstance(full, np.ndarray):
+        return py @ full.astype(np.float32, copy=False) @ px.T
+    x = full.float()
+    return x.new_tensor(py) @ x @ x.new_tensor(np.ascontiguousarray(px.T))
+
+
+def round_mantissa(values: np.ndarray, bits: int) -> np.ndarray:
+    """float16 with the mantissa rounded to `bits` of its 10 bits (round half up on the bit
+    pattern; 10 = unchanged). Zeroed low bits make gzip+shuffle effective on score caches."""
+    half = values.astype(np.float16)
+    if bits >= 10:
+        return half
+    drop = 10 - bits
+    u = half.view(np.uint16).astype(np.uint32)
+    finite = np.isfinite(half)
+    rounded = (((u + (1 << (drop - 1))) >> drop) << drop).astype(np.uint16).view(np.float16)
+    return np.where(finite & np.isfinite(rounded), rounded, half)
 
 
 def merge_shards(shards: list[str | os.PathLike], out: str | os.PathLike) -> None:

@@ -1,10 +1,11 @@
 """Stage: CAM seed quality on the evaluation split (IRN's eval_cam) + a threshold sweep.
 
-Seeds = argmax over [constant background plane = threshold, CAMs of present classes]; the
-threshold is per method: IRN uses 0.15 (baseline, CSD), SeCo's infer_cam uses 0.5. mIoU averages
-classes as `eval.miou_convention` says (IRN: `all`). Writes a JSON summary (mIoU and its
-convention, co-occurrence confusion ratios, context false activation on synthetic data), a
-per-class TSV and a threshold-sweep TSV.
+Scores = the CAM cache read back at full resolution (make_cam's cache reproduces IRN's
+`high_res`, which IRN's eval_cam scores). Seeds = argmax over [constant background plane =
+threshold, CAMs of present classes]; the threshold is per method: IRN uses 0.15 (baseline, CSD),
+SeCo's infer_cam uses 0.5. mIoU averages classes as `eval.miou_convention` says (IRN: `all`).
+Writes a JSON summary (mIoU and its convention, co-occurrence confusion ratios, context false
+activation on synthetic data), a per-class TSV and a threshold-sweep TSV.
 """
 
 from __future__ import annotations

@@ -30,12 +30,12 @@ from pipeline.cli import gpu_stage_parser, open_indexed, parse, require, run_gpu
 from pipeline.data.transforms import normalize, to_chw
 from pipeline.errors import cli_entry
 from pipeline.eval.metrics import ConfusionMatrix, scores, write_summary
-from pipeline.io.h5store import ArtifactWriter, merge_shards, upsample_scores
+from pipeline.io.h5store import ArtifactWriter, fit_scores, merge_shards, round_mantissa, upsample_scores
 from pipeline.io.progress import progress
 from pipeline.runtime.checkpoint import load_final
 from pipeline.runtime.device import select_device, setup_precision
 from pipeline.runtime.distributed import all_gather_objects, barrier, rank_device, shard_indices
-from pipeline.seco.infer import cam_seeds, fit_cache, round_mantissa, seg_logits
+from pipeline.seco.infer import cam_seeds, seg_logits
 from pipeline.seco.network import build_seco_net
 
 log = logging.getLogger("pipeline.stages.infer_seco")
@@ -88,7 +88,7 @@ def _infer(rank: int, world: int, cfg: dict, index_path: str, model_path: str, c
                 cam_w.write_scores(image_id, cam_seeds(net, x, size, classes, infer), classes, size,
                                    stride=infer["cam_stride"])
             full = seg_logits(net, x, size, infer["seg_scales"], infer)
-            cached = round_mantissa(fit_cache(full, stride).cpu().numpy(), infer["logits_mantissa_bits"])
+            cached = round_mantissa(fit_scores(full, stride).cpu().numpy(), infer["logits_mantissa_bits"])
             # one chunk per image (not per class plane): per-chunk overhead dominates small images
             seg_w.write_array(image_id, cached, classes=classes_all, orig_size=np.asarray(size, np.int64),
                               stride=stride)

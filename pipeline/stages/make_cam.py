@@ -1,7 +1,11 @@
 """Stage: multi-scale + flip CAMs of the training images into the HDF5 score store.
 
-IRN's make_cam: scales (1.0, 0.5, 1.5, 2.0), each with its flip; CAMs only for the image's
-present classes, each normalised by its max, stored at stride 4 as float16 (upsampled on read).
+IRN's make_cam: scales (1.0, 0.5, 1.5, 2.0) of the PIL-bicubic rescaled image, each with its
+flip; CAMs only for the image's present classes. The cache holds IRN's `high_res` (full
+resolution, each plane divided by its max): float16 cells at stride `cam.cam_stride`, fitted so
+that the readers' bilinear upsampling reproduces it (`pipeline.irn.cams.cam_cache`; under 1 byte
+per image pixel, docs/ARTIFACTS.md). `--strided FILE` also writes IRN's stride-`cam_stride` `cam`
+maps (the random walk's input) as a second `scores` artifact, stored as they are.
 Logs images/s, the stored bytes per image pixel and, on CUDA, the peak GPU memory; `--metrics`
 also writes the throughput figures as JSON (the GPU benchmark reads them).
 """
@@ -11,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import torch
@@ -20,7 +25,7 @@ from pipeline.errors import cli_entry
 from pipeline.io.atomic import write_text_atomic
 from pipeline.io.h5store import ArtifactWriter, merge_shards
 from pipeline.io.progress import progress
-from pipeline.irn.cams import multiscale_cam
+from pipeline.irn.cams import cam_cache, multiscale_cam
 from pipeline.irn.train import build_cam_net
 from pipeline.runtime.checkpoint import load_final
 from pipeline.runtime.device import peak_memory_gib, reset_peak_memory, select_device
@@ -29,8 +34,12 @@ from pipeline.runtime.distributed import all_gather_objects, barrier, rank_devic
 log = logging.getLogger("pipeline.stages.make_cam")
 
 
+def _shard_path(out: str, rank: int, world: int) -> Path:
+    return Path(out) if world == 1 else Path(out).with_suffix(f".shard{rank}-of-{world}.h5")
+
+
 def _infer(rank: int, world: int, cfg: dict, index_path: str, model_path: str, out: str,
-           metrics: str | None = None) -> None:
+           metrics: str | None = None, strided_out: str | None = None) -> None:
     cam = require(cfg, "cam")
     device = rank_device(select_device(require(cfg, "runtime.device")))
     ds, index = open_indexed(cfg, index_path)
@@ -40,15 +49,21 @@ def _infer(rank: int, world: int, cfg: dict, index_path: str, model_path: str, o
     net.to(device).eval()
     ids = split_ids(index, "train", "eval")
     mine = [ids[i] for i in shard_indices(len(ids), rank, world)]
-    target = Path(out) if world == 1 else Path(out).with_suffix(f".shard{rank}-of-{world}.h5")
+    outs = [out] if strided_out is None else [out, strided_out]
     reset_peak_memory(device)
     t0, pixels = time.perf_counter(), 0
-    with ArtifactWriter(target, "scores", ds.class_names, {"cam": cam, "dataset": cfg["dataset"]}) as w:
+    stride, provenance = cam["cam_stride"], {"cam": cam, "dataset": cfg["dataset"]}
+    with ExitStack() as stack:
+        writers = [stack.enter_context(ArtifactWriter(_shard_path(o, rank, world), "scores", ds.class_names,
+                                                      provenance)) for o in outs]
         for image_id in progress(mine, f"make_cam rank {rank}"):
             img = ds.image(image_id)
             classes = ds.present_classes(image_id)
-            scores = multiscale_cam(net, img, classes, cam["scales"], cam["cam_stride"], device)
-            w.write_scores(image_id, scores, classes, img.shape[:2], stride=cam["cam_stride"])
+            cams = multiscale_cam(net, img, classes, cam["scales"], stride=stride,
+                                  output_stride=cam["output_stride"], device=device)
+            writers[0].write_scores(image_id, cam_cache(cams.high_res, stride), classes, img.shape[:2], stride=stride)
+            if strided_out is not None:
+                writers[1].write_scores(image_id, cams.strided, classes, img.shape[:2], stride=stride)
             pixels += img.shape[0] * img.shape[1]
     dt = time.perf_counter() - t0
     peak = peak_memory_gib(device)
@@ -59,9 +74,10 @@ def _infer(rank: int, world: int, cfg: dict, index_path: str, model_path: str, o
     if world > 1:
         barrier()
         if rank == 0:
-            merge_shards([Path(out).with_suffix(f".shard{r}-of-{world}.h5") for r in range(world)], out)
-            for r in range(world):
-                Path(out).with_suffix(f".shard{r}-of-{world}.h5").unlink()
+            for o in outs:
+                merge_shards([_shard_path(o, r, world) for r in range(world)], o)
+                for r in range(world):
+                    _shard_path(o, r, world).unlink()
     else:
         size = Path(out).stat().st_size
         log.info("stored %d bytes for %d image pixels: %.4f bytes/pixel", size, pixels, size / max(pixels, 1))
@@ -87,8 +103,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--model", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--metrics", default=None, help="optional JSON: images, seconds, images/s, peak GPU memory")
+    p.add_argument("--strided", default=None, help="optional: IRN's stride-cam_stride `cam` maps (scores artifact)")
     args, cfg = parse(p, argv)
-    run_gpu_job(_infer, args.gpus, cfg, args.index, args.model, args.out, args.metrics)
+    run_gpu_job(_infer, args.gpus, cfg, args.index, args.model, args.out, args.metrics, args.strided)
 
 
 if __name__ == "__main__":
