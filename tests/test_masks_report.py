@@ -89,3 +89,38 @@ def test_qualitative_rows_use_a_fixed_seeded_subset(tiny_synthetic, tmp_path):
     qualitative_main([*common, "--method", "gt", "--out", str(tmp_path / "gt.png")])
     with Image.open(tmp_path / "q.png") as a, Image.open(tmp_path / "gt.png") as b:
         assert a.size == b.size and a.height > 3 * 128 and a.width > 5 * 128
+
+
+def test_worst_images_are_the_lowest_iou_first():
+    from pipeline.report.subset import worst_ids
+
+    assert worst_ids({"a": 0.5, "b": 0.1, "c": float("nan"), "d": 0.1, "e": 0.9}, 3) == [("b", 0.1), ("d", 0.1), ("a", 0.5)]
+
+
+def test_overlay_keeps_background_and_tints_objects():
+    from pipeline.report.draw import overlay
+
+    image = np.full((2, 2, 3), 100, np.uint8)
+    mask = np.array([[0, 1], [0, 1]], np.uint8)
+    out = overlay(image, np.full((2, 2, 3), 200, np.uint8), mask)
+    assert (out[:, 0] == 100).all() and (out[:, 1] == 160).all()
+
+
+def test_training_curves_and_front_page(tmp_path):
+    from pipeline.report.draw import line_panels
+    from pipeline.report.front import display, front_html, read_curve
+
+    csv = tmp_path / "metrics.csv"
+    csv.write_text("iteration,loss,lr\n" + "".join(f"{i},{2.0 / (i + 1)},0.1\n" for i in range(50)))
+    curve = read_curve(csv)
+    assert curve[0] == (0.0, 2.0) and len(curve) == 50 and read_curve(tmp_path / "missing.csv") == []
+    img = np.asarray(line_panels({"CAM": curve, "empty": []}))
+    blue = np.all(img == (31, 119, 180), axis=-1)
+    rows = np.nonzero(blue.any(1))[0]
+    cols_first, cols_last = np.nonzero(blue[:, :150].any(0))[0], np.nonzero(blue.any(0))[0]
+    assert rows.size and cols_first.size and cols_last.size  # a falling loss is drawn
+    assert display(713.0, "cooc_val") == "> 10" and display(0.5, "cooc_val") == "0.500"
+    summary = {"rows": [{"method": "baseline", "seed_miou": 0.3, "cooc_val": 713.0}, {"method": "gt"}], "ceiling": "gt"}
+    page = front_html(summary, {"seed": "0", "commit": "abc"}, "<div>legend</div>", None, "seed: 0\n")
+    assert "baseline" in page and "gt (ceiling)" in page and "&gt; 10" in page and "713" not in page
+    assert "<b>commit:</b> abc" in page and "Resolved config" in page

@@ -1,9 +1,9 @@
 """Every Snakemake command the README shows builds its DAG (as a dry run, in a scratch directory).
 
 The other README commands run elsewhere: the setup/test lines are CI itself; the `--forcerun`
-commands on a finished run; the tiny DAG, the
+commands and `snakemake --report report.html` on a finished run; the tiny DAG, the
 fault injection and the benchmark renderer in tests/test_workflow.py; the SLURM profile through a
-real SLURM in tests/test_slurm.py; `pipeline.weights` in tests/test_weights.py; the GPU
+real SLURM in tests/test_slurm.py (which runs `python -m pipeline.bench.slurm`); `pipeline.weights` in tests/test_weights.py; the GPU
 benchmark's CPU path in tests/test_bench_gpu.py. (tests/test_workflow.py::test_readme_rerun_commands runs
 exactly the two `--forcerun` commands above.)
 """
@@ -35,7 +35,12 @@ def test_the_readme_shows_snakemake_commands():
     assert forced == {"snakemake results/cam/baseline/cams.h5 --forcerun make_cam", "snakemake --forcerun make_cam"}
 
 
-@pytest.mark.parametrize("command", [c for c in COMMANDS if "profiles/slurm" not in c and "--forcerun" not in c])
+def test_the_readme_shows_the_report_command():
+    assert "snakemake --report report.html" in COMMANDS
+
+
+@pytest.mark.parametrize("command", [c for c in COMMANDS
+                                     if "profiles/slurm" not in c and "--forcerun" not in c and "--report" not in c])
 def test_readme_snakemake_command_builds_its_dag(command, tmp_path):
     args = shlex.split(command)[1:]
     if "--directory" in args:  # a documented scratch folder: use this test's instead

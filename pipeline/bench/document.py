@@ -55,7 +55,7 @@ def quality_section(name: str, p: dict) -> list[str]:
     out = [f"### Quality: `{name}` ({len(seeds)} seed{'s' if len(seeds) > 1 else ''}: {', '.join(p['seeds'])})", ""]
     out.append("mIoU of the CAM seeds and pseudo masks (training images) and of the final DeepLab (val), before "
                "and after the dense CRF; ÷ceiling = final+CRF over the DeepLab trained on GT masks of the same "
-               "images; co-occ. = mean co-occurrence confusion ratio; ctx FA = context false activation. "
+               "images; co-occ. = co-occurrence confusion pooled over the co-occurring pairs (Σ pixels of k predicted as c / Σ true positives of c); ctx FA = context false activation. "
                "Mean ± sample standard deviation over seeds."
                + (" The instant-test preset trains for seconds: smoke-test values, not results." if name in SMOKE_PRESETS
                   else ""))
@@ -284,6 +284,36 @@ def faults_section(figures: dict) -> list[str]:
     return out
 
 
+SLURM_COMMAND = "python -m pipeline.bench.slurm --out results/bench/slurm.json"
+
+
+def slurm_section(figures: dict) -> list[str]:
+    slurm = figures.get("slurm")
+    out = ["## SLURM against local", ""]
+    if not slurm:
+        return out + ["Not measured in this document. As root, on a machine where Debian's slurm-wlm can be "
+                      "installed:", "", f"    {SLURM_COMMAND}",
+                      "    python -m pipeline.bench.run --render-only --slurm-json results/bench/slurm.json", ""]
+    targets = ", ".join(f"`{t}`" for t in slurm["targets"])
+    out.append(f"Preset `{slurm['preset']}`, targets {targets}, each run in a fresh directory: locally with "
+               f"`--cores {slurm['cores']}`, and through a real single-node SLURM on this machine with "
+               f"`--profile profiles/slurm` plus the test cluster's settings (`{' '.join(slurm['cluster_args'])}`). "
+               f"Command: `{slurm['command']}`.")
+    out.append("")
+    out += _table(["local wall s", "SLURM wall s", "SLURM / local", "sbatch jobs", "rules through sbatch"],
+                  [[_fmt(slurm["local_s"], 1), _fmt(slurm["slurm_s"], 1), _fmt(slurm["ratio"], 2),
+                    slurm["sbatch_jobs"], ", ".join(slurm["sbatch_rules"])]])
+    probe = slurm.get("probe")
+    if probe:
+        out.append("The SLURM executor plugin runs `sacct`, `squeue` and `scontrol show config` when its module "
+                   "loads, and Snakemake loads every installed plugin in every process (the submitting one and "
+                   "each job step inside a SLURM job). Median of 3, seconds:")
+        out.append("")
+        out += _table(["client config", "plugin import", "no-op `snakemake -n`"],
+                      [[k, _fmt(v["plugin_import_s"], 2), _fmt(v["noop_dry_run_s"], 2)] for k, v in probe.items()])
+    return out
+
+
 def render(figures: dict) -> str:
     m = figures["machine"]
     out = ["# Benchmarks", "",
@@ -304,5 +334,6 @@ def render(figures: dict) -> str:
     for name, p in _presets(figures):
         out += storage_section(name, p)
     out += faults_section(figures)
+    out += slurm_section(figures)
     out += gpu_section(figures)
     return "\n".join(out).rstrip() + "\n"

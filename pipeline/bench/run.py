@@ -145,6 +145,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--workdir", default="results/bench")
     p.add_argument("--out", default="docs/BENCHMARKS.md")
     p.add_argument("--gpu-json", default=None, help="figures from `python -m pipeline.bench.gpu` to include")
+    p.add_argument("--slurm-json", default=None, help="figures from `python -m pipeline.bench.slurm` to include")
     p.add_argument("--crf-images", type=int, default=240, help="at most this many eval images in the CRF timing")
     p.add_argument("--crf-repeats", type=int, default=2)
     p.add_argument("--cache-images", type=int, default=240, help="images in the CAM cache fidelity check")
@@ -173,6 +174,8 @@ def main(argv: list[str] | None = None) -> None:
         figures["preset_order"] = list(figures["presets"])
     if args.gpu_json:
         figures["gpu"] = collect.read_json(Path(args.gpu_json))
+    if args.slurm_json:
+        figures["slurm"] = collect.read_json(Path(args.slurm_json))
     write_summary(bench_json, figures)
     # Rendered from the file as written, so --render-only gives the same document.
     write_text_atomic(args.out, render(json.loads(bench_json.read_text())))

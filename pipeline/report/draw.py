@@ -110,3 +110,92 @@ def image_grid(rows: Sequence[Sequence[np.ndarray]], col_titles: Sequence[str], 
             x = side + pad + c * (cell + pad)
             img.paste(t, (x + (cell - t.width) // 2, y + (cell - t.height) // 2))
     return img
+
+
+def overlay(image: np.ndarray, coloured: np.ndarray, mask: np.ndarray, alpha: float = 0.6) -> np.ndarray:
+    """A colourised mask blended over its image; background (0) leaves the image as it is, so
+    objects read against their surroundings."""
+    out = blend(image, coloured, alpha)
+    keep = mask == 0
+    out[keep] = image[keep]
+    return out
+
+
+def legend(names: Sequence[str], colours: np.ndarray, width: int = 900, extra: Sequence[tuple[str, tuple]] = ()
+           ) -> Image.Image:
+    """Colour swatches with class names, wrapped into rows `width` wide (`colours[i]` is class i's RGB)."""
+    entries = [(n, tuple(int(v) for v in colours[i])) for i, n in enumerate(names)] + list(extra)
+    f = font(13)
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    x, y, pad, row_h = 8, 8, 8, 22
+    places = []
+    for name, colour in entries:
+        w = 18 + 6 + _text_width(probe, name, f) + 16
+        if x + w > width and x > 8:
+            x, y = 8, y + row_h
+        places.append((x, y, name, colour))
+        x += w
+    img = Image.new("RGB", (width, y + row_h + pad), WHITE)
+    d = ImageDraw.Draw(img)
+    for x, y, name, colour in places:
+        d.rectangle([x, y + 2, x + 16, y + 16], fill=colour, outline=BLACK)
+        d.text((x + 22, y + 1), name, fill=BLACK, font=f)
+    return img
+
+
+def stack(parts: Sequence[Image.Image], gap: int = 8) -> Image.Image:
+    """Images one below the other, left-aligned, on white."""
+    width = max(p.width for p in parts)
+    img = Image.new("RGB", (width, sum(p.height for p in parts) + gap * (len(parts) - 1)), WHITE)
+    y = 0
+    for p in parts:
+        img.paste(p, (0, y))
+        y += p.height + gap
+    return img
+
+
+def line_panels(series: Mapping[str, Sequence[tuple[float, float]]], ylabel: str = "loss", columns: int = 3,
+                panel: tuple[int, int] = (300, 180), title: str = "") -> Image.Image:
+    """One small line plot per named series of (x, y) points, each with its own y range (the
+    losses of different trainings differ in scale), in a grid `columns` wide."""
+    names = list(series)
+    cols = max(1, min(columns, len(names)))
+    rows = max(1, math.ceil(len(names) / cols))
+    pw, ph = panel
+    head = 30 if title else 0
+    img = Image.new("RGB", (cols * pw, head + rows * ph), WHITE)
+    d = ImageDraw.Draw(img)
+    f, fs = font(13), font(11)
+    if title:
+        d.text((8, 6), title, fill=BLACK, font=font(16))
+    for i, name in enumerate(names):
+        ox, oy = (i % cols) * pw, head + (i // cols) * ph
+        left, top, right, bottom = ox + 52, oy + 24, ox + pw - 12, oy + ph - 26
+        d.text((ox + 8, oy + 4), name, fill=BLACK, font=f)
+        pts = [(float(x), float(y)) for x, y in series[name] if y is not None and math.isfinite(float(y))]
+        d.rectangle([left, top, right, bottom], outline=GREY)
+        if not pts:
+            d.text((left + 8, top + 8), "no data", fill=(120, 120, 120), font=fs)
+            continue
+        xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+        x0, x1 = min(xs), max(xs) if max(xs) > min(xs) else min(xs) + 1
+        y0, y1 = min(ys), max(ys) if max(ys) > min(ys) else min(ys) + 1
+        for v, y in ((y1, top), (y0, bottom)):
+            label = f"{v:.3g}"
+            d.text((left - 6 - _text_width(d, label, fs), y - 7), label, fill=BLACK, font=fs)
+        d.text((left, bottom + 6), f"{x0:g}", fill=BLACK, font=fs)
+        end = f"{x1:g} it"
+        d.text((right - _text_width(d, end, fs), bottom + 6), end, fill=BLACK, font=fs)
+        d.text((ox + 4, top + (bottom - top) / 2 - 7), ylabel, fill=(90, 90, 90), font=fs)
+        xy = [(left + (x - x0) / (x1 - x0) * (right - left), bottom - (y - y0) / (y1 - y0) * (bottom - top))
+              for x, y in pts]
+        if len(xy) == 1:
+            d.ellipse([xy[0][0] - 2, xy[0][1] - 2, xy[0][0] + 2, xy[0][1] + 2], fill=SERIES_COLOURS[0])
+            continue
+        d.line(xy, fill=(170, 200, 230), width=1)
+        # a centred moving average over ~5% of the run: the trend through per-batch noise
+        k = max(1, len(ys) // 20)
+        smooth = np.convolve(np.pad(np.asarray(ys), k, mode="edge"), np.ones(2 * k + 1) / (2 * k + 1), "valid")
+        d.line([(x, bottom - (y - y0) / (y1 - y0) * (bottom - top)) for (x, _), y in zip(xy, smooth, strict=True)],
+               fill=SERIES_COLOURS[0], width=2)
+    return img
