@@ -184,6 +184,16 @@ def test_stages_train_and_write_a_readable_cam_cache(tiny_synthetic, tmp_path):
     assert meta["iterations"] == 2 * (40 // 8) and "cls_tokens" in state
     header = (tmp_path / "metrics.csv").read_text().splitlines()[0].split(",")
     assert {"loss", "cls_loss", "patch_loss"} <= set(header)
+    # killed after iteration 5 (checkpoints after 5 and 10): the resumed run ends with the same weights
+    import shutil
+
+    (tmp_path / "b").mkdir()
+    shutil.copy(tmp_path / "runs/prev.pth", tmp_path / "b/last.pth")
+    train_main(["--cfg", json.dumps(sub), "--index", str(index), "--threads", "2", "--out", str(tmp_path / "b.pth"),
+                "--ckpt-dir", str(tmp_path / "b"), "--metrics", str(tmp_path / "b.csv")])
+    assert (tmp_path / "b.csv").read_text().splitlines()[1].split(",")[0] == "5"  # resumed, not restarted
+    resumed, _ = load_final(tmp_path / "b.pth")
+    assert all(torch.equal(state[k], resumed[k]) for k in state)
     out = tmp_path / "cams.h5"
     make_cam_main(["--cfg", json.dumps(sub), "--index", str(index), "--threads", "2", "--model", str(model),
                    "--out", str(out)])
