@@ -28,6 +28,7 @@ include: "workflow/rules/cam.smk"
 include: "workflow/rules/csd.smk"
 include: "workflow/rules/seco.smk"
 include: "workflow/rules/masks.smk"
+include: "workflow/rules/irn.smk"
 
 
 # Seconds-long CPU jobs run where Snakemake runs, not through sbatch: under SLURM each job
@@ -40,6 +41,7 @@ localrules:
     export_masks,
     gather_crf_masks,
     eval_masks,
+    eval_rw_masks,
     export_mask_pngs,
     gather_crf_predictions,
     eval_deeplab,

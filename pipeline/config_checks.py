@@ -43,6 +43,9 @@ def check_config(cfg: dict) -> None:
             raise PipelineError(f"config key {key}.threshold: missing (labels: single)")
         if m in CAM_METHODS and recipe["source"] != "cam":
             raise PipelineError(f"config key {key}.source: {m} has CAM seeds only (source: cam)")
+        if recipe.get("refine", "crf") == "random_walk" and m not in CAM_METHODS:
+            raise PipelineError(f"config key {key}.refine: random_walk needs CAM seeds (IRN's random walk), "
+                                f"{m} has none")
         if m not in cfg["eval_cam"]["bg_threshold"]:
             raise PipelineError(f"config key eval_cam.bg_threshold.{m}: missing (every method's seeds are evaluated)")
     if cfg["crf"]["predictions"] not in presets:
@@ -57,3 +60,21 @@ def check_config(cfg: dict) -> None:
     _order(cfg, "seco.low", "seco.high")
     if seco["local_crop_size"] >= seco["crop_size"]:
         raise PipelineError("config key seco.local_crop_size: must be smaller than seco.crop_size")
+    if any(m in CAM_METHODS for m in methods):
+        _check_irn(cfg)
+
+
+def _check_irn(cfg: dict) -> None:
+    """IRN's crops must tile into whole backbone cells, and the pair radius must fit the crop's grid."""
+    irn = cfg["irn"]
+    stride = cfg["cam"]["output_stride"] if irn["backbone_from"] == "cam_model" else 16
+    if irn["crop_size"] % max(stride, 4):
+        raise PipelineError(f"config key irn.crop_size: {irn['crop_size']} is not a multiple of the backbone's "
+                            f"output stride {stride}")
+    cells = irn["crop_size"] // 4
+    if cells <= 2 * (irn["path_radius"] - 1):
+        raise PipelineError(f"config key irn.path_radius: {irn['path_radius']} leaves no pair on the "
+                            f"{cells}x{cells} stride-4 grid of irn.crop_size {irn['crop_size']}")
+    if cfg["cam"]["cam_stride"] != 4:
+        raise PipelineError(f"config key cam.cam_stride: {cfg['cam']['cam_stride']}; IRN's random walk runs on the "
+                            "stride-4 CAM grid of its boundary map (4)")

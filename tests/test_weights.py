@@ -20,6 +20,7 @@ def test_voc_preset_lists_its_three_weight_files():
         "seco.pretrained": ("vit_base_patch16_224.orig_in21k_ft_in1k",
                             "weights/vit_base_patch16_224.orig_in21k_ft_in1k.safetensors"),
         "deeplab.pretrained": ("resnet101.tv_in1k", "weights/resnet101.tv_in1k.safetensors"),
+        "irn.pretrained": ("resnet50.a1_in1k", "weights/resnet50.a1_in1k.safetensors"),  # IRN's frozen backbone
     }
     assert expected_weights(preset_config(None)) == []
 

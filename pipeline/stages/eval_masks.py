@@ -3,7 +3,8 @@
 For masks.h5 (raw) and crf.h5 (refined): mIoU with uncertain (255) pixels counted as
 background (IRN's eval_sem_seg), the mIoU of the confident pixels only, the uncertain fraction,
 co-occurrence confusion ratios and, on synthetic data, context false activation. Writes one JSON
-and one per-class TSV per mask file.
+and one per-class TSV per mask file. With `--rw` alone (rule eval_rw_masks) it evaluates IRN's
+random-walk masks (rw.h5) under the key "rw" instead.
 """
 
 from __future__ import annotations
@@ -53,22 +54,34 @@ def main(argv: list[str] | None = None) -> None:
     p = stage_parser(__doc__)
     p.add_argument("--index", required=True)
     p.add_argument("--method", required=True)
-    p.add_argument("--masks", required=True, help="masks.h5 (before the CRF)")
-    p.add_argument("--crf", required=True, help="crf.h5 (after the CRF)")
+    p.add_argument("--masks", help="masks.h5 (before the CRF)")
+    p.add_argument("--crf", help="crf.h5 (after the CRF)")
+    p.add_argument("--rw", help="rw.h5 (IRN's random walk)")
     p.add_argument("--summary", required=True)
-    p.add_argument("--classes-raw", required=True)
-    p.add_argument("--classes-crf", required=True)
+    p.add_argument("--classes-raw")
+    p.add_argument("--classes-crf")
+    p.add_argument("--classes-rw")
     args, cfg = parse(p, argv)
+    files = [(name, path, table) for name, path, table in (("raw", args.masks, args.classes_raw),
+                                                            ("crf", args.crf, args.classes_crf),
+                                                            ("rw", args.rw, args.classes_rw)) if path]
+    if not files or any(table is None for _, _, table in files):
+        raise PipelineError("eval_masks: give --masks, --crf and/or --rw, each with its --classes-* table")
     ds, index = open_indexed(cfg, args.index)
     pairs = cooccurring_pairs(ds, index)
     ids = index["splits"]["eval"]["ids"]
     out = {"method": args.method, "split": index["splits"]["eval"]["split"], "num_images": len(ids),
            "class_names": ds.class_names}
-    for name, path, table in (("raw", args.masks, args.classes_raw), ("crf", args.crf, args.classes_crf)):
+    for name, path, table in files:
         summary, per_class = evaluate_masks(ds, pairs, ArtifactReader(path, expect="mask"), ids, miou_convention(cfg))
         out[name] = summary
         write_class_table(table, per_class, ds.class_names)
     write_summary(args.summary, out)
+    if "raw" not in out or "crf" not in out:
+        for name, _, _ in files:
+            log.info("%s %s masks: mIoU %.4f; uncertain %.1f%%", args.method, name, out[name]["miou"],
+                     100 * out[name]["uncertain_fraction"])
+        return
     gain = np.float64(out["crf"]["miou"]) - np.float64(out["raw"]["miou"])
     log.info("%s masks: mIoU %.4f before CRF, %.4f after (%+.4f); uncertain %.1f%% -> %.1f%%", args.method,
              out["raw"]["miou"], out["crf"]["miou"], gain, 100 * out["raw"]["uncertain_fraction"],

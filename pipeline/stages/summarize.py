@@ -1,6 +1,7 @@
 """Stage: the summary table over every method and the fully supervised ceiling.
 
-One row per method: seed mIoU (eval_cam), pseudo-mask mIoU before / after the CRF (eval_masks),
+One row per method: seed mIoU (eval_cam), pseudo-mask mIoU before / after the CRF (eval_masks) and,
+for CAM methods, of IRN's random-walk masks (eval_rw_masks),
 final val mIoU before / after the CRF (eval_deeplab), mean co-occurrence confusion at each stage,
 context false activation (seeds on the training images; final model on the decoupled split),
 and the ratio of the final mIoU to the ceiling's (DeepLab trained on the GT masks of the same
@@ -25,7 +26,8 @@ from pipeline.report.draw import bar_chart
 
 log = logging.getLogger("pipeline.stages.summarize")
 
-COLUMNS = ("method", "seed_miou", "mask_miou", "mask_crf_miou", "mask_crf_uncertain", "val_miou", "val_crf_miou",
+COLUMNS = ("method", "seed_miou", "mask_miou", "mask_crf_miou", "mask_crf_uncertain", "mask_rw_miou", "val_miou",
+           "val_crf_miou",
            "ratio_to_ceiling", "ratio_to_ceiling_raw", "cooc_seed", "cooc_mask", "cooc_val",
            "context_fa_seed", "context_fa_decoupled")
 
@@ -52,6 +54,7 @@ def method_row(method: str, seed: dict | None, masks: dict | None, final: dict) 
         "mask_miou": _get(masks, "raw", "miou"),
         "mask_crf_miou": _get(masks, "crf", "miou"),
         "mask_crf_uncertain": _get(masks, "crf", "uncertain_fraction"),
+        "mask_rw_miou": None,  # IRN's random-walk masks (CAM methods): build_summary fills it in
         "val_miou": _get(final, "val", "raw", "miou"),
         "val_crf_miou": _get(final, "val", "crf", "miou"),
         "cooc_seed": _get(seed, "cooccurrence_confusion_mean"),
@@ -76,10 +79,13 @@ def add_ceiling_ratios(rows: list[dict[str, Any]], ceiling: dict[str, Any]) -> N
 
 
 def build_summary(methods: list[str], seeds: list[dict], masks: list[dict], finals: list[dict],
-                  ceiling_method: str, ceiling: dict) -> dict[str, Any]:
+                  ceiling_method: str, ceiling: dict, rw: dict[str, dict] | None = None) -> dict[str, Any]:
+    """`rw`: eval_rw.json per CAM method (IRN's random-walk masks), by method."""
     if not len(methods) == len(seeds) == len(masks) == len(finals):
         raise PipelineError("summarize: --methods, --seed-evals, --mask-evals and --final-evals must align")
     rows = [method_row(m, s, k, f) for m, s, k, f in zip(methods, seeds, masks, finals, strict=True)]
+    for row in rows:
+        row["mask_rw_miou"] = _get((rw or {}).get(row["method"]), "rw", "miou")
     ceiling_row = method_row(ceiling_method, None, None, ceiling)
     rows.append(ceiling_row)
     add_ceiling_ratios(rows, ceiling_row)
@@ -130,6 +136,7 @@ STAGE_TITLES = {"seed": "CAM seeds (eval split)", "mask": "pseudo masks before C
 
 # Short headers for the HTML table (the TSV keeps the column names).
 HTML_HEADERS = {"seed_miou": "seed", "mask_miou": "mask", "mask_crf_miou": "mask+CRF", "mask_crf_uncertain": "uncertain",
+                "mask_rw_miou": "mask (random walk)",
                 "val_miou": "val", "val_crf_miou": "val+CRF", "ratio_to_ceiling": "÷ceiling",
                 "ratio_to_ceiling_raw": "÷ceiling (no CRF)", "cooc_seed": "co-occ. seed", "cooc_mask": "co-occ. mask",
                 "cooc_val": "co-occ. val", "context_fa_seed": "context FA seed",
@@ -181,6 +188,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--methods", nargs="*", default=[], help="methods with seeds, in order")
     p.add_argument("--seed-evals", nargs="*", default=[], help="eval_cam.json per method")
     p.add_argument("--mask-evals", nargs="*", default=[], help="eval_masks.json per method")
+    p.add_argument("--rw-evals", nargs="*", default=[], help="eval_rw.json per CAM method (IRN's random walk)")
     p.add_argument("--final-evals", nargs="*", default=[], help="eval_deeplab.json per method")
     p.add_argument("--ceiling", required=True, help="eval_deeplab.json of the GT-trained DeepLab")
     p.add_argument("--ceiling-method", default="gt")
@@ -195,7 +203,8 @@ def main(argv: list[str] | None = None) -> None:
     setup_logging()
     parse_cfg(args.cfg)
     summary = build_summary(args.methods, [_load(x) for x in args.seed_evals], [_load(x) for x in args.mask_evals],
-                            [_load(x) for x in args.final_evals], args.ceiling_method, _load(args.ceiling))
+                            [_load(x) for x in args.final_evals], args.ceiling_method, _load(args.ceiling),
+                            {d["method"]: d for d in map(_load, args.rw_evals)})
     write_summary(args.json, summary)
     write_text_atomic(args.tsv, summary_tsv(summary))
     write_text_atomic(args.classes_tsv, per_class_tsv(summary))

@@ -32,7 +32,8 @@ rule make_cam:
         index="results/dataset/index.json",
         model="results/cam/{method}/model_final.pth",
     output:
-        "results/cam/{method}/cams.h5",
+        cams="results/cam/{method}/cams.h5",
+        strided="results/cam/{method}/cams_strided.h5",  # IRN's stride-4 `cam`: the random walk's input (irn.smk)
     wildcard_constraints:
         method="|".join(CAM_METHODS),
     log:
@@ -49,7 +50,8 @@ rule make_cam:
         cfg=stage_cfg("make_cam"),
     shell:
         "python -m pipeline.stages.make_cam --cfg {params.cfg:q} --index {input.index} --gpus {resources.gpu}"
-        " --threads {threads} --model {input.model} --out {output} > {log} 2>&1"
+        " --threads {threads} --model {input.model} --out {output.cams} --strided {output.strided}"
+        " > {log} 2>&1"
 
 
 rule eval_cam:

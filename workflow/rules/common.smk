@@ -59,7 +59,7 @@ wildcard_constraints:
 # with `--set-resources NAME:runtime=...` or in a profile.
 # Seconds per iteration on one data-center GPU at the papers' settings (estimates with margin
 # below; measured figures: docs/BENCHMARKS.md, GPU section).
-SECONDS_PER_ITER = {"cam": 0.3, "csd": 0.7, "seco": 0.4, "deeplab": 0.6}
+SECONDS_PER_ITER = {"cam": 0.3, "csd": 0.7, "seco": 0.4, "deeplab": 0.6, "irn": 0.5}
 
 
 def _train_images():
@@ -79,6 +79,9 @@ def _iterations(section):
     if section in ("cam", "csd"):
         cam = config["cam"]
         return cam["epochs"] * max(1, _train_images() // cam["batch_size"])
+    if section == "irn":
+        irn = config["irn"]
+        return irn["epochs"] * max(1, _train_images() // irn["batch_size"])
     if section == "deeplab":
         return config["deeplab"]["iterations"] * config["deeplab"]["iter_size"]
     return config[section]["iterations"]

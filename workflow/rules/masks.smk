@@ -11,8 +11,10 @@ scattergather:
 
 # Per-method inputs, resolved at parse time (the rules pick them with one-line lambdas).
 # DeepLab trains on a method's refined (or raw) pseudo masks; the ceiling only on the dataset's GT.
-_TRAIN_MASK = "crf.h5" if config["masks"]["train_on"] == "crf" else "masks.h5"
-TRAIN_INPUTS = {m: {"index": INDEX, "masks": f"results/masks/{m}/{_TRAIN_MASK}"} for m in METHODS}
+# With train_on: crf, a CAM method's `refine` picks the refined masks: the CRF's or IRN's random walk (irn.smk).
+_REFINED = {m: "rw.h5" if r.get("refine", "crf") == "random_walk" else "crf.h5" for m, r in config["masks"]["methods"].items()}
+_TRAIN_MASK = {m: _REFINED[m] if config["masks"]["train_on"] == "crf" else "masks.h5" for m in METHODS}
+TRAIN_INPUTS = {m: {"index": INDEX, "masks": f"results/masks/{m}/{_TRAIN_MASK[m]}"} for m in METHODS}
 TRAIN_INPUTS[GT_METHOD] = {"index": INDEX}
 # Qualitative rows: CAM and pseudo mask where the method has them (not the ceiling).
 QUALITATIVE_INPUTS = {
@@ -277,6 +279,7 @@ rule summarize:
     input:
         seeds=expand("results/cam/{method}/eval_cam.json", method=METHODS),
         masks=expand("results/masks/{method}/eval_masks.json", method=METHODS),
+        rw=expand("results/masks/{method}/eval_rw.json", method=CAM_METHODS),
         finals=expand("results/deeplab/{method}/eval_deeplab.json", method=METHODS),
         ceiling=f"results/deeplab/{GT_METHOD}/eval_deeplab.json",
     output:
@@ -302,7 +305,7 @@ rule summarize:
         ceiling_method=GT_METHOD,
     shell:
         "python -m pipeline.stages.summarize --cfg {params.cfg:q} --methods {params.methods} --seed-evals {input.seeds}"
-        " --mask-evals {input.masks} --final-evals {input.finals} --ceiling {input.ceiling}"
+        " --mask-evals {input.masks} --rw-evals {input.rw} --final-evals {input.finals} --ceiling {input.ceiling}"
         " --ceiling-method {params.ceiling_method}"
         " --tsv {output.tsv} --json {output.json} --classes-tsv {output.classes_tsv} --html {output.html}"
         " --classes-html {output.classes_html} --chart-val {output.chart_val} --chart-mask {output.chart_mask}"
