@@ -277,3 +277,37 @@ def test_displacement_branch_leaves_the_boundary_training_unchanged():
         weights.append({k: v for k, v in net.state_dict().items() if k.startswith(("edge_", "backbone."))})
     assert weights[0].keys() == weights[1].keys()
     assert all(torch.allclose(weights[0][k], weights[1][k], atol=1e-6) for k in weights[0])
+
+
+# ---- Config and summary --------------------------------------------------------------------
+def test_config_checks_name_the_irn_keys():
+    from pipeline.config_checks import check_config
+    from tests.conftest import preset_config
+
+    cfg = preset_config(None)
+    cfg["masks"]["methods"]["seco"]["refine"] = "random_walk"
+    with pytest.raises(PipelineError, match=r"masks\.methods\.seco\.refine"):
+        check_config(cfg)
+    cfg = preset_config(None)
+    cfg["irn"]["path_radius"] = 13  # 96 px crops give a 24-cell grid: no source cell is left
+    with pytest.raises(PipelineError, match=r"irn\.path_radius"):
+        check_config(cfg)
+    cfg = preset_config(None)
+    cfg["irn"]["crop_size"] = 100
+    with pytest.raises(PipelineError, match=r"irn\.crop_size"):
+        check_config(cfg)
+
+
+def test_summary_shows_the_random_walk_masks_next_to_the_crf_masks():
+    from pipeline.stages.summarize import COLUMNS, build_summary, summary_tsv
+
+    final = {"val": {"raw": {"miou": 0.30}, "crf": {"miou": 0.33}}}
+    masks = {"raw": {"miou": 0.25}, "crf": {"miou": 0.30, "uncertain_fraction": 0.1}}
+    summary = build_summary(["baseline", "seco"], [{"miou": 0.2}, {"miou": 0.2}], [masks, masks], [final, final], "gt",
+                            final, {"baseline": {"method": "baseline", "rw": {"miou": 0.28}}})
+    rows = {r["method"]: r for r in summary["rows"]}
+    assert rows["baseline"]["mask_rw_miou"] == 0.28 and rows["seco"]["mask_rw_miou"] is None
+    assert rows["gt"]["mask_rw_miou"] is None
+    header, baseline = summary_tsv(summary).splitlines()[:2]
+    assert header.split("\t") == list(COLUMNS)
+    assert baseline.split("\t")[COLUMNS.index("mask_rw_miou")] == "0.280000"
