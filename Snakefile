@@ -18,8 +18,10 @@ report: "workflow/report/workflow.rst"
 
 
 # Every job imports this checkout's `pipeline` package, whatever is installed (a conda env from
-# envs/wsss.yaml holds only the dependencies) and whatever the working directory.
-shell.prefix(f"export PYTHONPATH={shlex.quote(workflow.basedir)}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; ")
+# envs/wsss.yaml holds only the dependencies) and whatever the working directory. A prefix of
+# our own replaces Snakemake's strict-mode default, so it is restated: a stage that fails fails
+# its job even though the rule pipes its output through `tee` (see common.smk).
+shell.prefix(f"set -euo pipefail; export PYTHONPATH={shlex.quote(workflow.basedir)}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; ")
 
 
 include: "workflow/rules/common.smk"
@@ -29,6 +31,7 @@ include: "workflow/rules/csd.smk"
 include: "workflow/rules/seco.smk"
 include: "workflow/rules/masks.smk"
 include: "workflow/rules/irn.smk"
+include: "workflow/rules/mctformer.smk"
 
 
 # Seconds-long CPU jobs run where Snakemake runs, not through sbatch: under SLURM each job
@@ -47,6 +50,7 @@ localrules:
     eval_deeplab,
     summarize,
     report_qualitative,
+    report_front,
 
 
 rule all:

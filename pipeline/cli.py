@@ -13,6 +13,7 @@ import logging
 import os
 import socket
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -54,7 +55,9 @@ def setup_logging(argv: Sequence[str] | None = None) -> logging.Logger:
     input."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s",
                         stream=sys.stderr, force=True)
-    print(f"=== attempt: {Path(sys.argv[0]).stem}, pid {os.getpid()} on {socket.gethostname()}", flush=True)
+    started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    print(f"=== attempt: {Path(sys.argv[0]).stem}, pid {os.getpid()} on {socket.gethostname()} at {started}",
+          flush=True)
     return logging.getLogger("pipeline")
 
 

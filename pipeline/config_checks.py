@@ -24,9 +24,10 @@ def check_config(cfg: dict) -> None:
     presets = cfg["crf"]["presets"]
     if not methods:
         raise PipelineError("config key masks.methods: empty (at least one method is needed)")
-    unknown = [m for m in methods if m not in (*CAM_METHODS, "seco")]
+    unknown = [m for m in methods if m not in (*CAM_METHODS, "mctformer", "seco")]
     if unknown:
-        raise PipelineError(f"config key masks.methods.{unknown[0]}: unknown method (known: baseline, csd, seco)")
+        raise PipelineError(f"config key masks.methods.{unknown[0]}: unknown method "
+                            "(known: baseline, csd, mctformer, seco)")
     if "baseline" not in methods:
         raise PipelineError("config key masks.methods.baseline: missing (CSD's round 1 and the offline tags need it)")
     for m, recipe in methods.items():
@@ -41,8 +42,11 @@ def check_config(cfg: dict) -> None:
             _order(cfg, f"{key}.bg_threshold", f"{key}.fg_threshold")
         if recipe["labels"] == "single" and "threshold" not in recipe:
             raise PipelineError(f"config key {key}.threshold: missing (labels: single)")
-        if m in CAM_METHODS and recipe["source"] != "cam":
+        if m in (*CAM_METHODS, "mctformer") and recipe["source"] != "cam":
             raise PipelineError(f"config key {key}.source: {m} has CAM seeds only (source: cam)")
+        if recipe.get("refine", "crf") == "random_walk" and m == "mctformer":
+            raise PipelineError(f"config key {key}.refine: random_walk is IRN's, on ResNet CAM classifiers; "
+                                "MCTformer's own (PSA's AffinityNet) is not implemented (refine: crf)")
         if recipe.get("refine", "crf") == "random_walk" and m not in CAM_METHODS:
             raise PipelineError(f"config key {key}.refine: random_walk needs CAM seeds (IRN's random walk), "
                                 f"{m} has none")

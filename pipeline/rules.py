@@ -36,6 +36,8 @@ RULES: dict[str, Rule] = {
     "train_irn": Rule("train_irn", (*_GPU, "cam", "irn")),
     "make_sem_seg_labels": Rule("make_sem_seg_labels", (*_GPU, "irn")),
     "eval_rw_masks": Rule("eval_masks", ("dataset", "eval")),
+    "train_mctformer": Rule("train_mctformer", (*_GPU, "mctformer")),
+    "make_cam_mctformer": Rule("make_cam_mctformer", (*_GPU, "mctformer")),
     "export_mask_pngs": Rule("export_mask_pngs", ()),
     "train_deeplab": Rule("train_deeplab", (*_GPU, "deeplab")),
     "infer_deeplab": Rule("infer_deeplab", (*_GPU, "deeplab", "report")),
@@ -44,6 +46,7 @@ RULES: dict[str, Rule] = {
     "eval_deeplab": Rule("eval_deeplab", ("dataset", "eval")),
     "summarize": Rule("summarize", ()),
     "report_qualitative": Rule("report_qualitative", ("seed", "dataset", "report")),
+    "report_front": Rule("report_front", ("*",)),  # shows the resolved config
 }
 
 
@@ -58,7 +61,10 @@ def lookup(config: dict, dotted: str, default=None):
 
 
 def config_slice(config: dict, sections: tuple[str, ...]) -> dict:
-    """The part of `config` under `sections`; a dotted section keeps only that sub-tree."""
+    """The part of `config` under `sections`; a dotted section keeps only that sub-tree, and
+    "*" is the whole config."""
+    if "*" in sections:
+        return dict(config)
     out: dict = {}
     for section in sections:
         *parents, leaf = section.split(".")

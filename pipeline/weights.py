@@ -22,7 +22,7 @@ from pipeline.cli import setup_logging
 from pipeline.errors import PipelineError, cli_entry
 
 REPO = Path(__file__).resolve().parents[1]
-SECTIONS = ("cam", "seco", "deeplab", "irn")
+SECTIONS = ("cam", "seco", "deeplab", "irn", "mctformer")
 
 
 def expected_weights(config: dict) -> list[tuple[str, str, Path]]:

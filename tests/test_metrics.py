@@ -164,6 +164,17 @@ def test_cooccurrence_confusion_known_numbers() -> None:
     assert out["per_pair"]["1->2"] == 0.25
     assert math.isnan(out["per_pair"]["3->2"])  # class 3 has no true positives
     assert out["mean"] == 0.25
+    assert out["pooled"] == 0.25
+
+
+def test_pooled_cooccurrence_is_not_dominated_by_a_collapsed_class() -> None:
+    # class 1 has 100 true positives and claims 10 pixels of class 2; class 3 has 1 true positive
+    # and claims 50 pixels of class 2: per-pair ratios 0.1 and 50 (mean 25.05), pooled 60 / 101.
+    m = np.zeros((4, 4), int)
+    m[1, 1], m[2, 1], m[3, 3], m[2, 3] = 100, 10, 1, 50
+    out = cooccurrence_confusion(m, [(1, 2), (3, 2)])
+    assert out["mean"] == pytest.approx(25.05)
+    assert out["pooled"] == pytest.approx(60 / 101)
 
 
 def test_context_false_activation_4x4() -> None:

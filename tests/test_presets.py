@@ -8,8 +8,9 @@ switch: `seco.quirks.tag_bg_rule`), `csd.{fg,bg}_threshold` -> `masks.methods.ba
 `csd.{crop_size, resize_long, num_workers}` -> `cam.*` (equal values). One intended change:
 `seco.backbone_kwargs: {}` did not clear the synthetic ViT's kwargs under Snakemake's nested
 merge (the VOC/COCO presets built a 4-block ViT-B), so those presets now say `null`. Keys added
-since: `masks.png` (default true), `eval.miou_convention` (default present); IRN's random walk: the `irn`
-section and `masks.methods.{baseline,csd}.refine`.
+since: `masks.png` (default true), `eval.miou_convention` (default present), the `mctformer`
+section with `eval_cam.bg_threshold.mctformer` and, in these three presets, `masks.methods.mctformer`.
+IRN's random walk: the `irn` section and `masks.methods.{baseline,csd}.refine`.
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ def test_voc_preset_lists_its_three_weight_files():
                             "weights/vit_base_patch16_224.orig_in21k_ft_in1k.safetensors"),
         "deeplab.pretrained": ("resnet101.tv_in1k", "weights/resnet101.tv_in1k.safetensors"),
         "irn.pretrained": ("resnet50.a1_in1k", "weights/resnet50.a1_in1k.safetensors"),  # IRN's frozen backbone
+        "mctformer.pretrained": ("deit_small_patch16_224.fb_in1k", "weights/deit_small_patch16_224.fb_in1k.safetensors"),
     }
     assert expected_weights(preset_config(None)) == []
 

@@ -81,6 +81,35 @@ def test_readme_rerun_commands(tiny_run):
     assert "reason: Forced execution" in down
 
 
+def test_report_opens_on_the_summary(tiny_run, tmp_path):
+    """The README's `snakemake --report report.html` on a finished run: the landing text is the
+    front page (headline table, run facts, legend, curves), and every report item is in it."""
+    work, cfg = tiny_run
+    report = tmp_path / "report.html"
+    _snakemake("--report", str(report), "--configfile", str(cfg), "--directory", str(work))
+    text = report.read_text()
+    front = (work / "results/report/front.html").read_text()
+    summary = json.loads((work / "results/summary.json").read_text())
+    for needle in ("Headline", "commit", "tiny.yaml", "Class colours", "Training curves", "Resolved config",
+                   "horse", "data:image/png;base64"):
+        assert needle in front, needle
+    assert all(f">{row['method']}" in front for row in summary["rows"])
+    assert "wsss-front" in text and "Headline" in text
+    for item in ("front.html", "training_curves.png", "summary.html", "qualitative"):
+        assert item in text, item
+
+
+def test_qualitative_rows_cover_val_and_worst_images(tiny_run):
+    from PIL import Image
+
+    work, _ = tiny_run
+    img = Image.open(work / "results/report/qualitative/baseline.png")
+    # three blocks (training rows, val rows, worst val rows) and the legend: taller than the training rows alone
+    assert img.height > 3 * 6 * 100
+    log = (work / "logs/report_qualitative/baseline.log").read_text()
+    assert "val images scored" in log
+
+
 def test_cam_stages_write_metrics(tiny_run):
     work, _ = tiny_run
     summary = json.loads((work / "results/cam/baseline/eval_cam.json").read_text())
@@ -118,6 +147,12 @@ def test_killed_and_rerun_dag_equals_an_uninterrupted_run(tiny_run, tmp_path):
     assert len(FAULTS) - len(result["not_reached"]) == result["faults"]
     kinds = {f["kill"] for f in result["injected"]}
     assert kinds == {"stage", "snakemake"}
+    # The killed training's log is kept per attempt: Snakemake clears the job's log on the rerun,
+    # `<log>.attempts` keeps both (common.smk, TO_LOG).
+    attempts = list((tmp_path / "faulted").rglob("logs/train_cam/baseline.log.attempts"))
+    assert len(attempts) == 1
+    text = attempts[0].read_text()
+    assert text.count("=== attempt: train_cam") >= 2 and "resum" in text.lower(), text[-2000:]
     from pipeline.bench.document import faults_section
 
     text = "\n".join(faults_section({"presets": {"tiny": {"faults": result}}, "preset_order": ["tiny"]}))

@@ -167,17 +167,25 @@ def cooccurrence_confusion(
 
     For each pair (c, k): cm[k, c] / cm[c, c], i.e. pixels of true class k predicted as c
     divided by the true positives of c; NaN if c has no true positives. Returns
-    {"per_pair": {"c->k": value}, "mean": nanmean over pairs (NaN if none defined)}.
+    {"per_pair": {"c->k": value}, "mean": nanmean over pairs (NaN if none defined),
+    "pooled": sum over pairs of cm[k, c] / sum over pairs of cm[c, c]}.
+
+    The pooled ratio is the headline figure: the mean of per-pair ratios is dominated by a pair
+    whose class c has only a handful of true positives (one collapsed class gave a mean of 713),
+    while pooling weighs every pair by the true positives it is measured against.
     """
     m = _counts_of(cm)
     n = m.shape[0]
     per_pair: dict[str, float] = {}
+    confused = hits = 0
     for c, k in pairs:
         if not (0 <= c < n and 0 <= k < n):
             raise ValueError(f"pair ({c}, {k}) out of range for {n} classes")
         tp = m[c, c]
         per_pair[f"{c}->{k}"] = float(m[k, c] / tp) if tp else math.nan
-    return {"per_pair": per_pair, "mean": _nanmean(np.array(list(per_pair.values()), dtype=np.float64))}
+        confused, hits = confused + m[k, c], hits + tp
+    return {"per_pair": per_pair, "mean": _nanmean(np.array(list(per_pair.values()), dtype=np.float64)),
+            "pooled": float(confused / hits) if hits else math.nan}
 
 
 class ContextFalseActivation:

@@ -58,6 +58,7 @@ class SegEvaluator:
             "per_class_iou": {n: float(v) for n, v in zip(self.ds.class_names, s["iou"], strict=True)},
             "cooccurrence_confusion": {pair_name(self.ds, p): v for p, v in zip(self.pairs, co["per_pair"].values(), strict=True)},
             "cooccurrence_confusion_mean": co["mean"],
+            "cooccurrence_confusion_pooled": co["pooled"],
         }
         if self.context is not None:
             fa = self.context.result()

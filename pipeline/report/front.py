@@ -22,7 +22,8 @@ from pipeline.report.html import fmt
 REPO = Path(__file__).resolve().parents[2]
 
 # (summary column, header): the figures a reader compares first.
-HEADLINE = (("seed_miou", "seeds"), ("mask_crf_miou", "masks (+CRF)"), ("val_crf_miou", "final (+CRF)"),
+HEADLINE = (("seed_miou", "seeds"), ("mask_crf_miou", "masks (+CRF)"), ("mask_rw_miou", "masks (random walk)"),
+            ("val_crf_miou", "final (+CRF)"),
             ("ratio_to_ceiling", "÷ ceiling"), ("cooc_val", "co-occ. final"),
             ("context_fa_decoupled", "context FA"))
 # Ratios above this are shown as "> cap": a collapsed class or a near-zero ceiling makes them
@@ -105,7 +106,7 @@ def front_html(summary: Mapping[str, Any], run: Mapping[str, str], legend: str, 
         "<h3>Headline</h3>"
         f'<table style="border-collapse:collapse"><tr><th {left}>method</th>{head}</tr>{body}</table>'
         '<p style="font-size:90%;color:#444">mIoU: seeds and masks on the evaluation (training) images, final '
-        "DeepLab on val, each after the dense CRF. ÷ ceiling: final mIoU over the same DeepLab trained on the GT masks. "
+        "DeepLab on val, each after the dense CRF; masks (random walk): IRN's IRNet masks of the CAM methods. ÷ ceiling: final mIoU over the same DeepLab trained on the GT masks. "
         "co-occ.: pixels of a class's usual partner predicted as the class, summed over the co-occurring pairs, over "
         "the summed true positives (pooled; the per-pair table is in the Summary). context FA: context pixels predicted "
         f"as their usual object on the decoupled split. Ratios above {RATIO_CAP:g} show as &gt; {RATIO_CAP:g}. "

@@ -57,9 +57,11 @@ def method_row(method: str, seed: dict | None, masks: dict | None, final: dict) 
         "mask_rw_miou": None,  # IRN's random-walk masks (CAM methods): build_summary fills it in
         "val_miou": _get(final, "val", "raw", "miou"),
         "val_crf_miou": _get(final, "val", "crf", "miou"),
-        "cooc_seed": _get(seed, "cooccurrence_confusion_mean"),
-        "cooc_mask": _get(masks, "crf", "cooccurrence_confusion_mean"),
-        "cooc_val": _get(final, "val", "crf", "cooccurrence_confusion_mean"),
+        # pooled over the co-occurring pairs (sum of confused pixels / sum of true positives): the
+        # mean of per-pair ratios is unbounded when one class has few true positives
+        "cooc_seed": _get(seed, "cooccurrence_confusion_pooled"),
+        "cooc_mask": _get(masks, "crf", "cooccurrence_confusion_pooled"),
+        "cooc_val": _get(final, "val", "crf", "cooccurrence_confusion_pooled"),
         "context_fa_seed": _get(seed, "context_false_activation_mean"),
         "context_fa_decoupled": _get(final, "decoupled", "crf", "context_false_activation_mean"),
     }
@@ -161,8 +163,8 @@ def summary_html(summary: dict) -> str:
                                 [[n, *(ctx[m][st].get(n) for m, st in cols2)] for n in names]))
     note = ("mIoU of the CAM seeds (eval split), pseudo masks (eval split) and final DeepLab (val split), before "
             f"and after the dense CRF; ÷ceiling = val mIoU / that of '{summary['ceiling']}' (the same DeepLab on GT "
-            "masks); uncertain = fraction of pseudo-mask pixels left uncertain (255); co-occ. = mean co-occurrence "
-            "confusion ratio; context FA = context false activation (seeds: training images; final: decoupled split).")
+            "masks); uncertain = fraction of pseudo-mask pixels left uncertain (255); co-occ. = co-occurrence "
+            "confusion, pooled over the co-occurring pairs (Σ pixels of k predicted as c / Σ true positives of c); context FA = context false activation (seeds: training images; final: decoupled split).")
     return html.page("WSSS summary", parts, note)
 
 

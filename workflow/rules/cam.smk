@@ -24,7 +24,7 @@ rule train_cam:
     shell:
         "python -m pipeline.stages.train_cam --cfg {params.cfg:q} --index {input.index} --gpus {resources.gpu}"
         " --threads {threads} --out {output} --ckpt-dir {params.run_dir}"
-        " --metrics {params.run_dir}/metrics.csv > {log} 2>&1"
+        " --metrics {params.run_dir}/metrics.csv 2>&1 | tee -a {log}.attempts > {log}"
 
 
 rule make_cam:
@@ -51,7 +51,7 @@ rule make_cam:
     shell:
         "python -m pipeline.stages.make_cam --cfg {params.cfg:q} --index {input.index} --gpus {resources.gpu}"
         " --threads {threads} --model {input.model} --out {output.cams} --strided {output.strided}"
-        " > {log} 2>&1"
+        " 2>&1 | tee -a {log}.attempts > {log}"
 
 
 rule eval_cam:
@@ -75,7 +75,7 @@ rule eval_cam:
         cfg=stage_cfg("eval_cam"),
     shell:
         "python -m pipeline.stages.eval_cam --cfg {params.cfg:q} --method {wildcards.method} --index {input.index} --cams {input.cams}"
-        " --summary {output.summary} --classes {output.classes} --sweep {output.sweep} > {log} 2>&1"
+        " --summary {output.summary} --classes {output.classes} --sweep {output.sweep} 2>&1 | tee -a {log}.attempts > {log}"
 
 
 rule tag_patches:
@@ -98,4 +98,4 @@ rule tag_patches:
         cfg=stage_cfg("tag_patches"),
     shell:
         "python -m pipeline.stages.tag_patches --cfg {params.cfg:q} --index {input.index} --cams {input.cams}"
-        " --out {output.tags} --metrics {output.metrics} > {log} 2>&1"
+        " --out {output.tags} --metrics {output.metrics} 2>&1 | tee -a {log}.attempts > {log}"

@@ -1,6 +1,7 @@
 # Shared helpers: config validation, the method lists and targets (derived once, here, from the
 # config), per-rule config slices and code hashes, dataset inputs.
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -18,7 +19,17 @@ from pipeline.rules import stage_cfg as _stage_cfg
 validate(config, schema="../schemas/config.schema.yaml")
 check_config(config)  # what the schema cannot express: cross-field order and references
 
+# Config files given on the command line (`--configfile`), for the report's front page; shown
+# relative to the workflow when they lie inside it.
+PRESETS = [os.path.relpath(p, workflow.basedir) if os.path.abspath(p).startswith(workflow.basedir + os.sep) else str(p)
+           for p in (workflow.overwrite_configfiles or [])]
 ENV = "../../envs/wsss.yaml"
+# Every rule body ends with `2>&1 | tee -a {log}.attempts > {log}`. The job's log gets both
+# streams; `<log>.attempts` keeps every attempt's output appended (each opens with an
+# "=== attempt" line), because Snakemake clears a job's log when it reruns the job, so a killed or
+# retried attempt's log would otherwise be lost. The shell prefix (Snakefile) sets pipefail: the
+# job fails when the stage fails, not with `tee`. (Written out in each rule: `--lint` flags a
+# shell string built with `+`.)
 SYNTHETIC = config["dataset"]["kind"] == "synthetic"
 DATA_ROOT = config["dataset"]["root"]
 INDEX = "results/dataset/index.json"
@@ -35,6 +46,24 @@ SEED_SOURCES = {"cam": "results/cam/{method}/cams.h5", "seg_logits": "results/{m
 SEED_SOURCE = {m: SEED_SOURCES[config["masks"]["methods"][m]["source"]].format(method=m) for m in METHODS}
 
 
+# Training runs whose loss curves the report's front page draws: name -> (model, metrics CSV).
+# The CSV lives in the run folder (outside the DAG, so a killed job resumes); the model file
+# is the input that orders the report after the training.
+TRAINING_RUNS = {}
+if CAM_METHODS:
+    TRAINING_RUNS["CAM classifier"] = ("results/cam/baseline/model_final.pth", "results/runs/train_cam/baseline/metrics.csv")
+if "csd" in METHODS:
+    TRAINING_RUNS["CSD"] = ("results/cam/csd/model_final.pth", "results/runs/train_csd/csd/metrics.csv")
+if "mctformer" in METHODS:
+    TRAINING_RUNS["MCTformer"] = ("results/cam/mctformer/model_final.pth", "results/runs/train_mctformer/mctformer/metrics.csv")
+if "seco" in METHODS:
+    TRAINING_RUNS["SeCo"] = ("results/seco/model_final.pth", "results/runs/train_seco/seco/metrics.csv")
+for _m in CAM_METHODS:
+    TRAINING_RUNS[f"IRNet on {_m}"] = (f"results/irn/{_m}/model_final.pth", f"results/runs/train_irn/{_m}/metrics.csv")
+for _m in DEEPLAB_METHODS:
+    TRAINING_RUNS[f"DeepLab on {_m}"] = (f"results/deeplab/{_m}/model_final.pth", f"results/runs/train_deeplab/{_m}/metrics.csv")
+
+
 def final_outputs():
     """The targets of `rule all` (snakemake-workflows' get_final_output)."""
     out = [INDEX, "results/tags/baseline/tag_accuracy.json"]
@@ -43,7 +72,7 @@ def final_outputs():
         out.append("results/seco/eval_seg.json")
     if config["masks"]["png"]:
         out += expand("results/masks/{method}/crf_png", method=METHODS)
-    out += ["results/summary.tsv", "results/report/summary.html"]
+    out += ["results/summary.tsv", "results/report/summary.html", "results/report/front.html"]
     out += expand("results/report/qualitative/{method}.png", method=DEEPLAB_METHODS)
     return out
 
@@ -59,7 +88,7 @@ wildcard_constraints:
 # with `--set-resources NAME:runtime=...` or in a profile.
 # Seconds per iteration on one data-center GPU at the papers' settings (estimates with margin
 # below; measured figures: docs/BENCHMARKS.md, GPU section).
-SECONDS_PER_ITER = {"cam": 0.3, "csd": 0.7, "seco": 0.4, "deeplab": 0.6, "irn": 0.5}
+SECONDS_PER_ITER = {"cam": 0.3, "csd": 0.7, "seco": 0.4, "deeplab": 0.6, "irn": 0.5, "mctformer": 0.3}
 
 
 def _train_images():
@@ -82,6 +111,9 @@ def _iterations(section):
     if section == "irn":
         irn = config["irn"]
         return irn["epochs"] * max(1, _train_images() // irn["batch_size"])
+    if section == "mctformer":
+        mct = config["mctformer"]
+        return mct["epochs"] * max(1, _train_images() // mct["batch_size"])
     if section == "deeplab":
         return config["deeplab"]["iterations"] * config["deeplab"]["iter_size"]
     return config[section]["iterations"]

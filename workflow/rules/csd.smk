@@ -30,4 +30,4 @@ rule train_csd:
     shell:
         "python -m pipeline.stages.train_csd --cfg {params.cfg:q} --index {input.index} --gpus {resources.gpu}"
         " --threads {threads} --source-masks {input.masks} --out {output} --ckpt-dir {params.run_dir}"
-        " --metrics {params.run_dir}/metrics.csv > {log} 2>&1"
+        " --metrics {params.run_dir}/metrics.csv 2>&1 | tee -a {log}.attempts > {log}"

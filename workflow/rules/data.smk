@@ -16,7 +16,7 @@ rule make_synthetic:
         code=stage_code("make_synthetic"),
         cfg=stage_cfg("make_synthetic"),
     shell:
-        "python -m pipeline.stages.make_synthetic --cfg {params.cfg:q} --out {output} > {log} 2>&1"
+        "python -m pipeline.stages.make_synthetic --cfg {params.cfg:q} --out {output} 2>&1 | tee -a {log}.attempts > {log}"
 
 
 rule index_dataset:
@@ -39,4 +39,4 @@ rule index_dataset:
         # User data is not a DAG product: a change of its files or split lists changes this.
         data=dataset_fingerprint(config["dataset"]) if not SYNTHETIC else "",
     shell:
-        "python -m pipeline.stages.index_dataset --cfg {params.cfg:q} --out {output} --workers {threads} > {log} 2>&1"
+        "python -m pipeline.stages.index_dataset --cfg {params.cfg:q} --out {output} --workers {threads} 2>&1 | tee -a {log}.attempts > {log}"

@@ -45,7 +45,7 @@ rule export_masks:
         cfg=stage_cfg("export_masks"),
     shell:
         "python -m pipeline.stages.export_masks --cfg {params.cfg:q} --index {input.index} --method {wildcards.method}"
-        " --source {input.source} --out {output} > {log} 2>&1"
+        " --source {input.source} --out {output} 2>&1 | tee -a {log}.attempts > {log}"
 
 
 rule crf_masks:
@@ -71,7 +71,7 @@ rule crf_masks:
     shell:
         "python -m pipeline.stages.crf --cfg {params.cfg:q} --index {input.index} --target masks"
         " --method {wildcards.method} --source {input.source} --shard {wildcards.scatteritem}"
-        " --processes {threads} --out {output} > {log} 2>&1"
+        " --processes {threads} --out {output} 2>&1 | tee -a {log}.attempts > {log}"
 
 
 rule gather_crf_masks:
@@ -93,7 +93,7 @@ rule gather_crf_masks:
         code=stage_code("gather_crf_masks"),
         cfg=stage_cfg("gather_crf_masks"),
     shell:
-        "python -m pipeline.stages.gather_shards --cfg {params.cfg:q} --shards {input} --out {output} > {log} 2>&1"
+        "python -m pipeline.stages.gather_shards --cfg {params.cfg:q} --shards {input} --out {output} 2>&1 | tee -a {log}.attempts > {log}"
 
 
 rule eval_masks:
@@ -121,7 +121,7 @@ rule eval_masks:
     shell:
         "python -m pipeline.stages.eval_masks --cfg {params.cfg:q} --index {input.index} --method {wildcards.method}"
         " --masks {input.masks} --crf {input.crf} --summary {output.summary}"
-        " --classes-raw {output.classes_raw} --classes-crf {output.classes_crf} > {log} 2>&1"
+        " --classes-raw {output.classes_raw} --classes-crf {output.classes_crf} 2>&1 | tee -a {log}.attempts > {log}"
 
 
 rule export_mask_pngs:
@@ -143,7 +143,7 @@ rule export_mask_pngs:
         code=stage_code("export_mask_pngs"),
         cfg=stage_cfg("export_mask_pngs"),
     shell:
-        "python -m pipeline.stages.export_mask_pngs --cfg {params.cfg:q} --masks {input} --out {output} > {log} 2>&1"
+        "python -m pipeline.stages.export_mask_pngs --cfg {params.cfg:q} --masks {input} --out {output} 2>&1 | tee -a {log}.attempts > {log}"
 
 
 rule train_deeplab:
@@ -170,7 +170,7 @@ rule train_deeplab:
     shell:
         "python -m pipeline.stages.train_deeplab --cfg {params.cfg:q} --index {input.index} --gpus {resources.gpu}"
         " --threads {threads} --method {wildcards.method} {params.masks} --out {output}"
-        " --ckpt-dir {params.run_dir} --metrics {params.run_dir}/metrics.csv > {log} 2>&1"
+        " --ckpt-dir {params.run_dir} --metrics {params.run_dir}/metrics.csv 2>&1 | tee -a {log}.attempts > {log}"
 
 
 rule infer_deeplab:
@@ -195,7 +195,7 @@ rule infer_deeplab:
         cfg=stage_cfg("infer_deeplab"),
     shell:
         "python -m pipeline.stages.infer_deeplab --cfg {params.cfg:q} --index {input.index} --gpus {resources.gpu}"
-        " --threads {threads} --model {input.model} --out {output} > {log} 2>&1"
+        " --threads {threads} --model {input.model} --out {output} 2>&1 | tee -a {log}.attempts > {log}"
 
 
 rule crf_predictions:
@@ -221,7 +221,7 @@ rule crf_predictions:
     shell:
         "python -m pipeline.stages.crf --cfg {params.cfg:q} --index {input.index} --target predictions"
         " --method {wildcards.method} --source {input.source} --shard {wildcards.scatteritem}"
-        " --processes {threads} --out {output} > {log} 2>&1"
+        " --processes {threads} --out {output} 2>&1 | tee -a {log}.attempts > {log}"
 
 
 rule gather_crf_predictions:
@@ -243,7 +243,7 @@ rule gather_crf_predictions:
         code=stage_code("gather_crf_predictions"),
         cfg=stage_cfg("gather_crf_predictions"),
     shell:
-        "python -m pipeline.stages.gather_shards --cfg {params.cfg:q} --shards {input} --out {output} > {log} 2>&1"
+        "python -m pipeline.stages.gather_shards --cfg {params.cfg:q} --shards {input} --out {output} 2>&1 | tee -a {log}.attempts > {log}"
 
 
 rule eval_deeplab:
@@ -272,7 +272,7 @@ rule eval_deeplab:
     shell:
         "python -m pipeline.stages.eval_deeplab --cfg {params.cfg:q} --index {input.index} --method {wildcards.method}"
         " --logits {input.logits} --crf {input.crf} --summary {output.summary}"
-        " --classes-raw {output.classes_raw} --classes-crf {output.classes_crf} --png-dir {output.png} > {log} 2>&1"
+        " --classes-raw {output.classes_raw} --classes-crf {output.classes_crf} --png-dir {output.png} 2>&1 | tee -a {log}.attempts > {log}"
 
 
 rule summarize:
@@ -309,7 +309,7 @@ rule summarize:
         " --ceiling-method {params.ceiling_method}"
         " --tsv {output.tsv} --json {output.json} --classes-tsv {output.classes_tsv} --html {output.html}"
         " --classes-html {output.classes_html} --chart-val {output.chart_val} --chart-mask {output.chart_mask}"
-        " > {log} 2>&1"
+        " 2>&1 | tee -a {log}.attempts > {log}"
 
 
 rule report_qualitative:
@@ -334,4 +334,29 @@ rule report_qualitative:
         extra=lambda w, input: " ".join(f"--{k} {input[k]}" for k in ("cams", "masks") if k in input.keys()),
     shell:
         "python -m pipeline.stages.report_qualitative --cfg {params.cfg:q} --index {input.index} --method {wildcards.method}"
-        " {params.extra} --pred {input.pred} --out {output} > {log} 2>&1"
+        " {params.extra} --pred {input.pred} --out {output} 2>&1 | tee -a {log}.attempts > {log}"
+
+
+rule report_front:
+    input:
+        summary="results/summary.json",
+        models=[model for model, _ in TRAINING_RUNS.values()],
+    output:
+        html=report("results/report/front.html", caption="../report/front.rst", category="Summary"),
+        curves=report("results/report/training_curves.png", caption="../report/curves.rst", category="Training"),
+    log:
+        "logs/report_front/report_front.log",
+    benchmark:
+        "benchmarks/report_front/report_front.tsv"
+    conda:
+        ENV
+    resources:
+        **RES_CPU,
+    params:
+        code=stage_code("report_front"),
+        cfg=stage_cfg("report_front"),
+        curves=" ".join(shlex.quote(f"--curve={name}={csv}") for name, (_, csv) in TRAINING_RUNS.items()),
+        presets=" ".join(shlex.quote(str(p)) for p in PRESETS),
+    shell:
+        "python -m pipeline.stages.report_front --cfg {params.cfg:q} --summary {input.summary} {params.curves}"
+        " --presets {params.presets} --html {output.html} --curves-png {output.curves} 2>&1 | tee -a {log}.attempts > {log}"

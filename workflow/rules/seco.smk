@@ -31,7 +31,7 @@ rule train_seco:
     shell:
         "python -m pipeline.stages.train_seco --cfg {params.cfg:q} --index {input.index} --gpus {resources.gpu}"
         " --threads {threads} {params.tags} --out {output} --ckpt-dir {params.run_dir}"
-        " --metrics {params.run_dir}/metrics.csv > {log} 2>&1"
+        " --metrics {params.run_dir}/metrics.csv 2>&1 | tee -a {log}.attempts > {log}"
 
 
 rule infer_seco:
@@ -57,7 +57,7 @@ rule infer_seco:
     shell:
         "python -m pipeline.stages.infer_seco --cfg {params.cfg:q} --index {input.index} --gpus {resources.gpu}"
         " --threads {threads} --model {input.model} --cams {output.cams} --logits {output.logits}"
-        " --metrics {output.metrics} > {log} 2>&1"
+        " --metrics {output.metrics} 2>&1 | tee -a {log}.attempts > {log}"
 
 
 rule eval_seco:
@@ -81,4 +81,4 @@ rule eval_seco:
         cfg=stage_cfg("eval_seco"),
     shell:
         "python -m pipeline.stages.eval_seco --cfg {params.cfg:q} --index {input.index} --logits {input.logits}"
-        " --infer-metrics {input.metrics} --summary {output.summary} --classes {output.classes} > {log} 2>&1"
+        " --infer-metrics {input.metrics} --summary {output.summary} --classes {output.classes} 2>&1 | tee -a {log}.attempts > {log}"
