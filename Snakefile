@@ -38,6 +38,7 @@ include: "workflow/rules/mctformer.smk"
 # costs tens of seconds of queueing and status polling, far more than the work itself.
 localrules:
     all,
+    make_synthetic,
     eval_cam,
     tag_patches,
     eval_seco,

@@ -46,11 +46,35 @@ def _parents(name: str) -> list[str]:
     return [".".join(parts[:i]) for i in range(1, len(parts))]
 
 
+_PARSED: dict[tuple[Path, int, int], ast.Module] = {}
+
+
+def _parse(path: Path) -> ast.Module:
+    """The file's AST, parsed once per process and version of the file: the Snakefile hashes
+    every rule's stage, and the stages share most of their modules (without this, a no-op run
+    spent ~6 of its 9 seconds re-parsing the same files, and so did every SLURM job step)."""
+    st = path.stat()
+    key = (path, st.st_mtime_ns, st.st_size)
+    if key not in _PARSED:
+        _PARSED[key] = ast.parse(path.read_text(), filename=str(path))
+    return _PARSED[key]
+
+
 def direct_imports(path: Path, root: Path = ROOT) -> set[str]:
     """`pipeline` modules a file imports (absolute or relative; `from P import sub` included)."""
+    return set(_direct_imports(path, root, *_stamp(path)))
+
+
+def _stamp(path: Path) -> tuple[int, int]:
+    st = path.stat()
+    return st.st_mtime_ns, st.st_size
+
+
+@cache
+def _direct_imports(path: Path, root: Path, _mtime_ns: int, _size: int) -> frozenset[str]:
     name = _module_name(path, root)
     is_pkg = path.name == "__init__.py"
-    tree = ast.parse(path.read_text(), filename=str(path))
+    tree = _parse(path)
     found: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -64,7 +88,7 @@ def direct_imports(path: Path, root: Path = ROOT) -> set[str]:
                 mod = node.module or ""
             found.add(mod)
             found.update(f"{mod}.{a.name}" for a in node.names)  # submodules imported by name
-    return {m for m in found if module_path(m, root) is not None}
+    return frozenset(m for m in found if module_path(m, root) is not None)
 
 
 def dependency_files(module: str, root: Path = ROOT) -> list[Path]:
@@ -98,7 +122,13 @@ def _strip_docstrings(tree: ast.AST) -> ast.AST:
 
 def source_fingerprint(path: Path) -> str:
     """Hash of the code in `path`, insensitive to comments, formatting and docstrings."""
-    tree = _strip_docstrings(ast.parse(path.read_text(), filename=str(path)))
+    return _source_fingerprint(path, *_stamp(path))
+
+
+@cache
+def _source_fingerprint(path: Path, _mtime_ns: int, _size: int) -> str:
+    # stripping docstrings edits the shared tree in place: harmless to the import scan
+    tree = _strip_docstrings(_parse(path))
     return hashlib.sha256(ast.dump(tree, include_attributes=False).encode()).hexdigest()
 
 

@@ -62,8 +62,11 @@ FAULTS = (
 )
 
 
-def _stage_pids(stage: str) -> list[tuple[int, float]]:
-    """(pid, seconds running) of the Python processes running `pipeline.stages.<stage>`."""
+def _stage_pids(stage: str, run: Path) -> list[tuple[int, float]]:
+    """(pid, seconds running) of the Python processes running `pipeline.stages.<stage>` in the run
+    directory `run` (their working directory): another run's stages on the same machine, a
+    benchmark's or another user's, are never the target."""
+    run = run.resolve()
     found = []
     ticks = os.sysconf("SC_CLK_TCK")
     uptime = float(Path("/proc/uptime").read_text().split()[0])
@@ -78,6 +81,11 @@ def _stage_pids(stage: str) -> list[tuple[int, float]]:
             continue
         if len(argv) < 3 or not argv[0].endswith((b"python", b"python3")) or argv[1:3] != want:
             continue
+        try:
+            if Path(os.readlink(pid_dir / "cwd")) != run:
+                continue
+        except OSError:
+            continue
         started = int(stat.rsplit(")", 1)[1].split()[19]) / ticks  # field 22: start time since boot
         found.append((int(pid_dir.name), uptime - started))
     return found
@@ -85,7 +93,7 @@ def _stage_pids(stage: str) -> list[tuple[int, float]]:
 
 def _armed(run: Path, pending: list[Fault], grace: float) -> tuple[Fault, int] | None:
     for fault in pending:
-        pids = _stage_pids(fault.stage)
+        pids = _stage_pids(fault.stage, run)
         if not pids:
             continue
         pid, age = max(pids, key=lambda p: p[1])

@@ -72,11 +72,12 @@ def rule_of(job: dict[str, str]) -> str | None:
 def compare(cluster: LocalSlurm, preset: Path, targets: list[str], root: Path, cores: int = 2,
             timeout: float = 1500) -> dict[str, Any]:
     """Wall seconds of the targets run locally (`--cores`) and through SLURM, fresh directories."""
-    local_s, _ = _snakemake(["--cores", str(cores), "--configfile", str(preset), *targets], root / "local",
+    # targets first: `--configfile` takes every following word as a config file
+    local_s, _ = _snakemake([*targets, "--cores", str(cores), "--configfile", str(preset)], root / "local",
                             tool_env(), timeout)
     before = {j["JobId"] for j in cluster.jobs()}
-    slurm_s, _ = _snakemake(["--profile", str(REPO / "profiles/slurm"), "--configfile", str(preset),
-                             *TEST_CLUSTER_ARGS, *targets], root / "slurm", tool_env(cluster.env()), timeout)
+    slurm_s, _ = _snakemake([*targets, "--profile", str(REPO / "profiles/slurm"), *TEST_CLUSTER_ARGS,
+                             "--configfile", str(preset)], root / "slurm", tool_env(cluster.env()), timeout)
     jobs = [j for j in cluster.jobs() if j["JobId"] not in before]
     return {"preset": str(preset.relative_to(REPO) if preset.is_relative_to(REPO) else preset),
             "targets": targets or ["all"], "cores": cores, "local_s": local_s, "slurm_s": slurm_s,
