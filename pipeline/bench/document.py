@@ -6,7 +6,8 @@ import math
 import statistics
 from typing import Any
 
-QUALITY = (("seed_miou", "seed"), ("mask_miou", "mask"), ("mask_crf_miou", "mask+CRF"), ("val_miou", "final"),
+QUALITY = (("seed_miou", "seed"), ("mask_miou", "mask"), ("mask_crf_miou", "mask+CRF"),
+           ("mask_rw_miou", "mask RW"), ("val_miou", "final"),
            ("val_crf_miou", "final+CRF"), ("ratio_to_ceiling", "÷ceiling"), ("cooc_seed", "co-occ. seed"),
            ("cooc_val", "co-occ. final"), ("context_fa_seed", "ctx FA seed"),
            ("context_fa_decoupled", "ctx FA decoupled"))
@@ -54,7 +55,8 @@ def quality_section(name: str, p: dict) -> list[str]:
     seeds = _seeds(p)
     out = [f"### Quality: `{name}` ({len(seeds)} seed{'s' if len(seeds) > 1 else ''}: {', '.join(p['seeds'])})", ""]
     out.append("mIoU of the CAM seeds and pseudo masks (training images) and of the final DeepLab (val), before "
-               "and after the dense CRF; ÷ceiling = final+CRF over the DeepLab trained on GT masks of the same "
+               "and after the dense CRF; mask RW = IRN's random-walk masks of the CAM methods (DeepLab trains on "
+               "the mask named by `masks.methods.<m>.refine`); ÷ceiling = final+CRF over the DeepLab trained on GT masks of the same "
                "images; co-occ. = co-occurrence confusion pooled over the co-occurring pairs (Σ pixels of k predicted as c / Σ true positives of c); ctx FA = context false activation. "
                "Mean ± sample standard deviation over seeds."
                + (" The instant-test preset trains for seconds: smoke-test values, not results." if name in SMOKE_PRESETS
