@@ -149,6 +149,14 @@ def test_train_and_infer_stages_on_gt(tiny_synthetic, tmp_path):
     planes, classes = logits.scores(index["splits"]["val"]["ids"][0])
     assert list(classes) == list(range(C)) and planes.shape[1:] == tuple(index["splits"]["val"]["sizes"][
         index["splits"]["val"]["ids"][0]])
+    # two ranks split the images and rank 0 merges their shards: the same artifact, no shard left
+    infer_main(["--cfg", json.dumps(cfg), "--index", str(tmp_path / "index.json"), "--threads", "1", "--gpus", "2",
+                "--model", str(tmp_path / "a" / "model.pth"), "--out", str(tmp_path / "ddp.h5")])
+    merged = ArtifactReader(tmp_path / "ddp.h5", expect="logits")
+    assert sorted(merged.ids()) == sorted(logits.ids())
+    for image_id in logits.ids():
+        np.testing.assert_allclose(merged.scores(image_id)[0], logits.scores(image_id)[0], atol=1e-5)
+    assert not list(tmp_path.glob("ddp.shard*"))
 
 
 def _train_cfg(tiny_synthetic, **deeplab) -> dict:

@@ -306,6 +306,29 @@ def round_mantissa(values: np.ndarray, bits: int) -> np.ndarray:
     return np.where(finite & np.isfinite(rounded), rounded, half)
 
 
+def rank_shard_path(out: str | os.PathLike, rank: int, world: int) -> Path:
+    """Where DDP rank `rank` of `world` writes its part of `out` (`out` itself when alone)."""
+    return Path(out) if world == 1 else Path(out).with_suffix(f".shard{rank}-of-{world}.h5")
+
+
+def merge_rank_shards(outs: list[str | os.PathLike], rank: int, world: int) -> None:
+    """After every rank has written its shards: rank 0 merges each output's shards and removes them.
+
+    Every rank must call it (it holds a barrier); alone (world 1) the ranks wrote `out` directly."""
+    if world == 1:
+        return
+    from pipeline.runtime.distributed import barrier  # the h5 layer needs torch.distributed only here
+
+    barrier()
+    if rank != 0:
+        return
+    for out in outs:
+        parts = [rank_shard_path(out, r, world) for r in range(world)]
+        merge_shards(parts, out)
+        for part in parts:
+            part.unlink()
+
+
 def merge_shards(shards: list[str | os.PathLike], out: str | os.PathLike) -> None:
     """Join shard files (same artifact kind and class list) into one file, atomically."""
     if not shards:

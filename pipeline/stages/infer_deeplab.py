@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import time
-from pathlib import Path
 
 import torch
 
@@ -20,12 +19,12 @@ from pipeline.cli import gpu_stage_parser, open_indexed, parse, require, run_gpu
 from pipeline.data.transforms import normalize, to_chw
 from pipeline.deeplab.model import build_deeplab, multiscale_logits
 from pipeline.errors import cli_entry
-from pipeline.io.h5store import ArtifactWriter, merge_shards
+from pipeline.io.h5store import ArtifactWriter, merge_rank_shards, rank_shard_path
 from pipeline.io.progress import progress
 from pipeline.report.subset import qualitative_ids
 from pipeline.runtime.checkpoint import load_final
 from pipeline.runtime.device import select_device
-from pipeline.runtime.distributed import barrier, rank_device, shard_indices
+from pipeline.runtime.distributed import rank_device, shard_indices
 
 log = logging.getLogger("pipeline.stages.infer_deeplab")
 
@@ -49,11 +48,10 @@ def _infer(rank: int, world: int, cfg: dict, index_path: str, model_path: str, o
     net.to(device).eval()
     ids = inference_ids(cfg, index)
     mine = [ids[i] for i in shard_indices(len(ids), rank, world)]
-    target = Path(out) if world == 1 else Path(out).with_suffix(f".shard{rank}-of-{world}.h5")
     classes = list(range(ds.num_classes))
     t0 = time.perf_counter()
     provenance = {"deeplab": dl, "dataset": cfg["dataset"], "method": meta.get("method")}
-    with ArtifactWriter(target, "logits", ds.class_names, provenance, extra_attrs={"method": str(meta.get("method"))}) as w:
+    with ArtifactWriter(rank_shard_path(out, rank, world), "logits", ds.class_names, provenance, extra_attrs={"method": str(meta.get("method"))}) as w:
         for image_id in progress(mine, f"infer_deeplab rank {rank}"):
             img = ds.image(image_id)
             x = torch.from_numpy(to_chw(normalize(img)))[None].to(device)
@@ -61,13 +59,7 @@ def _infer(rank: int, world: int, cfg: dict, index_path: str, model_path: str, o
             w.write_scores(image_id, logits.cpu().numpy(), classes, img.shape[:2], stride=net.stride)
     dt = time.perf_counter() - t0
     log.info("rank %d: %d images in %.1fs (%.2f images/s)", rank, len(mine), dt, len(mine) / max(dt, 1e-9))
-    if world > 1:
-        barrier()
-        if rank == 0:
-            shards = [Path(out).with_suffix(f".shard{r}-of-{world}.h5") for r in range(world)]
-            merge_shards(shards, out)
-            for s in shards:
-                s.unlink()
+    merge_rank_shards([out], rank, world)
 
 
 @cli_entry

@@ -30,11 +30,18 @@ from pipeline.cli import gpu_stage_parser, open_indexed, parse, require, run_gpu
 from pipeline.data.transforms import normalize, to_chw
 from pipeline.errors import cli_entry
 from pipeline.eval.metrics import ConfusionMatrix, scores, write_summary
-from pipeline.io.h5store import ArtifactWriter, fit_scores, merge_shards, round_mantissa, upsample_scores
+from pipeline.io.h5store import (
+    ArtifactWriter,
+    fit_scores,
+    merge_rank_shards,
+    rank_shard_path,
+    round_mantissa,
+    upsample_scores,
+)
 from pipeline.io.progress import progress
 from pipeline.runtime.checkpoint import load_final
 from pipeline.runtime.device import select_device, setup_precision
-from pipeline.runtime.distributed import all_gather_objects, barrier, rank_device, shard_indices
+from pipeline.runtime.distributed import all_gather_objects, rank_device, shard_indices
 from pipeline.seco.infer import cam_seeds, seg_logits
 from pipeline.seco.network import build_seco_net
 
@@ -72,13 +79,12 @@ def _infer(rank: int, world: int, cfg: dict, index_path: str, model_path: str, c
     roles = [r for r in ("eval", "val") if r in index["splits"] and index["splits"][r]["has_masks"]]
     role_ids = {r: set(index["splits"][r]["ids"]) for r in roles}
     mine = [seg_ids[i] for i in shard_indices(len(seg_ids), rank, world)]
-    shard = (lambda p: Path(p)) if world == 1 else (lambda p: Path(p).with_suffix(f".shard{rank}-of-{world}.h5"))
     fidelity = _Fidelity(ds.num_classes, roles)
     stride, classes_all = infer["logits_stride"], np.arange(ds.num_classes, dtype=np.int64)
     t0, pixels = time.perf_counter(), 0
     provenance = {"seco": seco, "dataset": cfg["dataset"]}
-    with ArtifactWriter(shard(cams_out), "scores", ds.class_names, provenance) as cam_w, \
-            ArtifactWriter(shard(logits_out), "logits", ds.class_names, provenance) as seg_w:
+    with ArtifactWriter(rank_shard_path(cams_out, rank, world), "scores", ds.class_names, provenance) as cam_w, \
+            ArtifactWriter(rank_shard_path(logits_out, rank, world), "logits", ds.class_names, provenance) as seg_w:
         for image_id in progress(mine, f"infer_seco rank {rank}"):
             img = ds.image(image_id)
             size = img.shape[:2]
@@ -100,14 +106,7 @@ def _infer(rank: int, world: int, cfg: dict, index_path: str, model_path: str, c
     log.info("rank %d: %d images in %.1fs (%.2f images/s)", rank, len(mine), dt, len(mine) / max(dt, 1e-9))
     mats = fidelity.gathered()
     pixels = sum(all_gather_objects(pixels))
-    if world > 1:
-        barrier()
-        if rank == 0:
-            for out in (cams_out, logits_out):
-                parts = [Path(out).with_suffix(f".shard{r}-of-{world}.h5") for r in range(world)]
-                merge_shards(parts, out)
-                for part in parts:
-                    part.unlink()
+    merge_rank_shards([cams_out, logits_out], rank, world)
     if rank != 0:
         return
     size = Path(logits_out).stat().st_size

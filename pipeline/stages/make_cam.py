@@ -23,19 +23,15 @@ import torch
 from pipeline.cli import gpu_stage_parser, open_indexed, parse, require, run_gpu_job, split_ids
 from pipeline.errors import cli_entry
 from pipeline.io.atomic import write_text_atomic
-from pipeline.io.h5store import ArtifactWriter, merge_shards
+from pipeline.io.h5store import ArtifactWriter, merge_rank_shards, rank_shard_path
 from pipeline.io.progress import progress
 from pipeline.irn.cams import cam_cache, multiscale_cam
 from pipeline.irn.train import build_cam_net
 from pipeline.runtime.checkpoint import load_final
 from pipeline.runtime.device import peak_memory_gib, reset_peak_memory, select_device
-from pipeline.runtime.distributed import all_gather_objects, barrier, rank_device, shard_indices
+from pipeline.runtime.distributed import all_gather_objects, rank_device, shard_indices
 
 log = logging.getLogger("pipeline.stages.make_cam")
-
-
-def _shard_path(out: str, rank: int, world: int) -> Path:
-    return Path(out) if world == 1 else Path(out).with_suffix(f".shard{rank}-of-{world}.h5")
 
 
 def _infer(rank: int, world: int, cfg: dict, index_path: str, model_path: str, out: str,
@@ -54,7 +50,7 @@ def _infer(rank: int, world: int, cfg: dict, index_path: str, model_path: str, o
     t0, pixels = time.perf_counter(), 0
     stride, provenance = cam["cam_stride"], {"cam": cam, "dataset": cfg["dataset"]}
     with ExitStack() as stack:
-        writers = [stack.enter_context(ArtifactWriter(_shard_path(o, rank, world), "scores", ds.class_names,
+        writers = [stack.enter_context(ArtifactWriter(rank_shard_path(o, rank, world), "scores", ds.class_names,
                                                       provenance)) for o in outs]
         for image_id in progress(mine, f"make_cam rank {rank}"):
             img = ds.image(image_id)
@@ -71,14 +67,8 @@ def _infer(rank: int, world: int, cfg: dict, index_path: str, model_path: str, o
              "" if peak is None else f", peak {device} memory {peak:.2f} GiB (tensors)")
     if metrics:  # every rank takes part in the gather; rank 0 writes the totals
         _write_metrics(metrics, all_gather_objects((len(mine), dt, peak)), rank, device)
-    if world > 1:
-        barrier()
-        if rank == 0:
-            for o in outs:
-                merge_shards([_shard_path(o, r, world) for r in range(world)], o)
-                for r in range(world):
-                    _shard_path(o, r, world).unlink()
-    else:
+    merge_rank_shards(outs, rank, world)
+    if world == 1:
         size = Path(out).stat().st_size
         log.info("stored %d bytes for %d image pixels: %.4f bytes/pixel", size, pixels, size / max(pixels, 1))
 
