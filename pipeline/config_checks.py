@@ -10,6 +10,11 @@ from pipeline.errors import PipelineError
 from pipeline.rules import lookup
 
 CAM_METHODS = ("baseline", "csd")
+# The random walk's recipe follows the CAM model a method's seeds come from: IRN's walk for the ResNet
+# CAM classifier's methods, PSA's as MCTformer runs it (irn.psa) for MCTformer's. A further method on
+# one of these models joins the random-walk path (common.smk RW_METHODS) by its entry in CAM_FAMILY.
+CAM_FAMILY = {"baseline": "resnet_cam", "csd": "resnet_cam", "mctformer": "mctformer"}
+WALK_RECIPE = {"resnet_cam": "irn", "mctformer": "psa"}
 
 
 def _order(cfg: dict, low_key: str, high_key: str) -> None:
@@ -44,11 +49,8 @@ def check_config(cfg: dict) -> None:
             raise PipelineError(f"config key {key}.threshold: missing (labels: single)")
         if m in (*CAM_METHODS, "mctformer") and recipe["source"] != "cam":
             raise PipelineError(f"config key {key}.source: {m} has CAM seeds only (source: cam)")
-        if recipe.get("refine", "crf") == "random_walk" and m == "mctformer":
-            raise PipelineError(f"config key {key}.refine: random_walk is IRN's, on ResNet CAM classifiers; "
-                                "MCTformer's own (PSA's AffinityNet) is not implemented (refine: crf)")
-        if recipe.get("refine", "crf") == "random_walk" and m not in CAM_METHODS:
-            raise PipelineError(f"config key {key}.refine: random_walk needs CAM seeds (IRN's random walk), "
+        if recipe.get("refine", "crf") == "random_walk" and m not in CAM_FAMILY:
+            raise PipelineError(f"config key {key}.refine: random_walk needs CAM seeds (IRN's or PSA's random walk), "
                                 f"{m} has none")
         if m not in cfg["eval_cam"]["bg_threshold"]:
             raise PipelineError(f"config key eval_cam.bg_threshold.{m}: missing (every method's seeds are evaluated)")
@@ -64,8 +66,10 @@ def check_config(cfg: dict) -> None:
     _order(cfg, "seco.low", "seco.high")
     if seco["local_crop_size"] >= seco["crop_size"]:
         raise PipelineError("config key seco.local_crop_size: must be smaller than seco.crop_size")
-    if any(m in CAM_METHODS for m in methods):
+    if any(m in CAM_FAMILY for m in methods):
         _check_irn(cfg)
+    if any(WALK_RECIPE[CAM_FAMILY[m]] == "psa" for m in methods if m in CAM_FAMILY):
+        _check_psa_walk(cfg)
 
 
 def _check_irn(cfg: dict) -> None:
@@ -82,3 +86,11 @@ def _check_irn(cfg: dict) -> None:
     if cfg["cam"]["cam_stride"] != 4:
         raise PipelineError(f"config key cam.cam_stride: {cfg['cam']['cam_stride']}; IRN's random walk runs on the "
                             "stride-4 CAM grid of its boundary map (4)")
+
+
+def _check_psa_walk(cfg: dict) -> None:
+    """PSA's walk grid is IRN's stride-4 boundary grid pooled by a whole factor."""
+    walk = cfg["irn"]["psa"]
+    if walk["stride"] % 4:
+        raise PipelineError(f"config key irn.psa.stride: {walk['stride']} is not a multiple of 4 (the walk grid pools "
+                            "IRN's stride-4 boundary map by a whole factor)")

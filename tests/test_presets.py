@@ -10,7 +10,8 @@ switch: `seco.quirks.tag_bg_rule`), `csd.{fg,bg}_threshold` -> `masks.methods.ba
 merge (the VOC/COCO presets built a 4-block ViT-B), so those presets now say `null`. Keys added
 since: `masks.png` (default true), `eval.miou_convention` (default present), the `mctformer`
 section with `eval_cam.bg_threshold.mctformer` and, in these three presets, `masks.methods.mctformer`.
-IRN's random walk: the `irn` section and `masks.methods.{baseline,csd}.refine`.
+IRN's random walk: the `irn` section and `masks.methods.{baseline,csd}.refine`; PSA's walk for
+MCTformer: `irn.psa` and `masks.methods.mctformer.refine` (random_walk in voc12 and coco14).
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ from snakemake.utils import validate
 
 # The workflow's own `pipeline` package (not an installed copy) defines the code hashes.
 sys.path.insert(0, workflow.basedir)
-from pipeline.config_checks import check_config
+from pipeline.config_checks import CAM_FAMILY, WALK_RECIPE, check_config
 from pipeline.io.fingerprint import dataset_fingerprint
 from pipeline.provenance import stage_code_hash
 from pipeline.rules import RULES
@@ -39,6 +39,10 @@ INDEX = "results/dataset/index.json"
 METHODS = list(config["masks"]["methods"])
 # Methods whose CAMs come from IRN's classifier through make_cam (SeCo exports its own).
 CAM_METHODS = [m for m in METHODS if m in ("baseline", "csd")]
+# Methods with random-walk masks (irn.smk) and each one's recipe, by its CAM model's family
+# (pipeline/config_checks.py): IRN's walk for the CAM methods, PSA's (irn.psa) for MCTformer's.
+RW_METHODS = [m for m in METHODS if m in CAM_FAMILY]
+RW_RECIPE = {m: WALK_RECIPE[CAM_FAMILY[m]] for m in RW_METHODS}
 # The fully supervised ceiling: the same DeepLab trained on the GT masks of the same images.
 GT_METHOD = "gt"
 DEEPLAB_METHODS = METHODS + [GT_METHOD]
@@ -58,7 +62,7 @@ if "mctformer" in METHODS:
     TRAINING_RUNS["MCTformer"] = ("results/cam/mctformer/model_final.pth", "results/runs/train_mctformer/mctformer/metrics.csv")
 if "seco" in METHODS:
     TRAINING_RUNS["SeCo"] = ("results/seco/model_final.pth", "results/runs/train_seco/seco/metrics.csv")
-for _m in CAM_METHODS:
+for _m in RW_METHODS:
     TRAINING_RUNS[f"IRNet on {_m}"] = (f"results/irn/{_m}/model_final.pth", f"results/runs/train_irn/{_m}/metrics.csv")
 for _m in DEEPLAB_METHODS:
     TRAINING_RUNS[f"DeepLab on {_m}"] = (f"results/deeplab/{_m}/model_final.pth", f"results/runs/train_deeplab/{_m}/metrics.csv")

@@ -1,16 +1,23 @@
-# IRN's inter-pixel relations for each CAM method: train the boundary (+ displacement) network on
-# the method's IR labels, random-walk its CAMs into pseudo masks, evaluate them.
+# IRN's inter-pixel relations for each random-walk method (RW_METHODS, common.smk): train the boundary
+# (+ displacement) network on the method's IR labels, random-walk its maps into pseudo masks, evaluate them.
 # IRN's cam_to_ir_label (dual thresholds 0.30 / 0.05 + label CRF) is exactly the mask stage's CRF
-# recipe of a CAM method, so its artifact results/masks/<m>/crf.h5 is the IR label (no rule of its own).
+# recipe of a CAM method, so its artifact results/masks/<m>/crf.h5 is the IR label (no rule of its own);
+# for MCTformer it stands for PSA's alpha 1 / alpha 12 CRF labels (masks.methods.mctformer).
+# The walk's recipe is the method's RW_RECIPE: IRN's on make_cam's stride-4 cams_strided.h5, or PSA's
+# (irn.psa, as MCTformer's run_psa.sh) on the full-resolution cams.h5 of an MCTformer-based method.
 # Training checkpoints go to results/runs/train_irn/<m>/ (outside the DAG) as for the other trainers.
 
 
-# Per-method inputs of train_irn, resolved at parse time: the CAM classifier only when it is the backbone.
+# Per-method inputs, resolved at parse time: the CAM classifier only when it is the backbone
+# (irn.backbone_from: cam_model): the method's own, or for a PSA-recipe (ViT) method the ResNet CAM
+# baseline's, trained on the same images (PSA's AffinityNet likewise starts from its classifier).
 IRN_TRAIN_INPUTS = {
     m: {"index": INDEX, "ir_labels": f"results/masks/{m}/crf.h5"}
-    | ({"cam_model": f"results/cam/{m}/model_final.pth"} if config["irn"]["backbone_from"] == "cam_model" else {})
-    for m in CAM_METHODS
+    | ({"cam_model": f"results/cam/{m if RW_RECIPE[m] == 'irn' else 'baseline'}/model_final.pth"}
+       if config["irn"]["backbone_from"] == "cam_model" else {})
+    for m in RW_METHODS
 }
+RW_CAMS = {m: f"results/cam/{m}/{'cams_strided.h5' if RW_RECIPE[m] == 'irn' else 'cams.h5'}" for m in RW_METHODS}
 
 
 rule train_irn:
@@ -19,7 +26,7 @@ rule train_irn:
     output:
         "results/irn/{method}/model_final.pth",
     wildcard_constraints:
-        method="|".join(CAM_METHODS),
+        method="|".join(RW_METHODS),
     log:
         "logs/train_irn/{method}.log",
     benchmark:
@@ -46,11 +53,11 @@ rule make_sem_seg_labels:
     input:
         index="results/dataset/index.json",
         model="results/irn/{method}/model_final.pth",
-        cams="results/cam/{method}/cams_strided.h5",
+        cams=lambda w: RW_CAMS[w.method],
     output:
         "results/masks/{method}/rw.h5",
     wildcard_constraints:
-        method="|".join(CAM_METHODS),
+        method="|".join(RW_METHODS),
     log:
         "logs/make_sem_seg_labels/{method}.log",
     benchmark:
@@ -63,10 +70,11 @@ rule make_sem_seg_labels:
     params:
         code=stage_code("make_sem_seg_labels"),
         cfg=stage_cfg("make_sem_seg_labels"),
+        recipe=lambda w: RW_RECIPE[w.method],
     shell:
         "python -m pipeline.stages.make_sem_seg_labels --cfg {params.cfg:q} --index {input.index} --gpus {resources.gpu}"
-        " --threads {threads} --method {wildcards.method} --model {input.model} --cams {input.cams}"
-        " --out {output} 2>&1 | tee -a {log}.attempts > {log}"
+        " --threads {threads} --method {wildcards.method} --recipe {params.recipe} --model {input.model}"
+        " --cams {input.cams} --out {output} 2>&1 | tee -a {log}.attempts > {log}"
 
 
 rule eval_rw_masks:
@@ -77,7 +85,7 @@ rule eval_rw_masks:
         summary="results/masks/{method}/eval_rw.json",
         classes="results/masks/{method}/eval_rw_classes.tsv",
     wildcard_constraints:
-        method="|".join(CAM_METHODS),
+        method="|".join(RW_METHODS),
     log:
         "logs/eval_rw_masks/{method}.log",
     benchmark:

@@ -11,7 +11,7 @@ scattergather:
 
 # Per-method inputs, resolved at parse time (the rules pick them with one-line lambdas).
 # DeepLab trains on a method's refined (or raw) pseudo masks; the ceiling only on the dataset's GT.
-# With train_on: crf, a CAM method's `refine` picks the refined masks: the CRF's or IRN's random walk (irn.smk).
+# With train_on: crf, a CAM method's `refine` picks the refined masks: the CRF's or the random walk's (irn.smk).
 _REFINED = {m: "rw.h5" if r.get("refine", "crf") == "random_walk" else "crf.h5" for m, r in config["masks"]["methods"].items()}
 _TRAIN_MASK = {m: _REFINED[m] if config["masks"]["train_on"] == "crf" else "masks.h5" for m in METHODS}
 TRAIN_INPUTS = {m: {"index": INDEX, "masks": f"results/masks/{m}/{_TRAIN_MASK[m]}"} for m in METHODS}
@@ -279,7 +279,7 @@ rule summarize:
     input:
         seeds=expand("results/cam/{method}/eval_cam.json", method=METHODS),
         masks=expand("results/masks/{method}/eval_masks.json", method=METHODS),
-        rw=expand("results/masks/{method}/eval_rw.json", method=CAM_METHODS),
+        rw=expand("results/masks/{method}/eval_rw.json", method=RW_METHODS),
         finals=expand("results/deeplab/{method}/eval_deeplab.json", method=METHODS),
         ceiling=f"results/deeplab/{GT_METHOD}/eval_deeplab.json",
     output:
