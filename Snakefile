@@ -35,19 +35,22 @@ include: "workflow/rules/mctformer.smk"
 
 
 # Seconds-long CPU jobs run where Snakemake runs, not through sbatch: under SLURM each job
-# costs tens of seconds of queueing and status polling, far more than the work itself.
+# costs tens of seconds of queueing and status polling, far more than the work itself. The
+# other jobs run in groups (the rules' `group:`), one sbatch job per connected chain: a model's
+# training with its inference (cam_model: the CAM classifier, its CAMs and CSD's round 2; seco;
+# irn; deeplab; mctformer) and one method's CRF shards with their gather (crf). Local runs ignore
+# groups; `--groups RULE=NAME` / `--group-components NAME=N` regroup them (profiles/README.md).
 localrules:
     all,
     make_synthetic,
+    index_dataset,
     eval_cam,
     tag_patches,
     eval_seco,
     export_masks,
-    gather_crf_masks,
     eval_masks,
     eval_rw_masks,
     export_mask_pngs,
-    gather_crf_predictions,
     eval_deeplab,
     summarize,
     report_qualitative,

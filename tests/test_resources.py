@@ -13,8 +13,9 @@ def _job_resources(tmp_path, preset: str) -> dict[str, dict[str, int]]:
                        capture_output=True, text=True, cwd=REPO, env=tool_env())
     assert p.returncode == 0, p.stderr[-2000:]
     out: dict[str, dict[str, int]] = {}
-    for block in re.split(r"\n(?=rule )", p.stdout):
-        name = re.match(r"rule (\w+):", block)
+    # group members are printed indented under their group job
+    for block in re.split(r"\n(?=\s*rule )", p.stdout):
+        name = re.match(r"\s*rule (\w+):", block)
         res = re.search(r"resources: (.*)", block)
         if name and res:
             out[name.group(1)] = {k: int(v) for k, v in re.findall(r"(runtime|cpus_per_task|gpu)=(\d+)", res.group(1))}

@@ -63,8 +63,15 @@ def _snakemake(args: list[str], work: Path, env: dict[str, str], timeout: float)
 
 
 def rule_of(job: dict[str, str]) -> str | None:
-    """The workflow rule an sbatch job ran (the plugin names it in the job's comment)."""
-    text = job.get("Comment", "") + " " + job.get("JobName", "")
+    """The workflow rule an sbatch job ran, or `group <name>` for a group job (the plugin writes
+    `rule_<rule or group>[_wildcards_...]` in the job's comment)."""
+    comment = job.get("Comment", "")
+    name = comment.removeprefix("rule_").split("_wildcards_")[0]
+    if name in RULES:
+        return name
+    if name and name != comment:
+        return f"group {name}"
+    text = comment + " " + job.get("JobName", "")
     # longest first: "crf_masks" before "crf", "gather_crf_masks" before "crf_masks"
     return next((r for r in sorted(RULES, key=len, reverse=True) if r in text), None)
 

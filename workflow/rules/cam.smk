@@ -14,6 +14,8 @@ rule train_cam:
         "benchmarks/train_cam/baseline.tsv"
     conda:
         ENV
+    group:
+        "cam_model"
     threads: 2
     resources:
         **gpu_resources("cam"),
@@ -42,6 +44,8 @@ rule make_cam:
         "benchmarks/make_cam/{method}.tsv"
     conda:
         ENV
+    group:
+        "cam_model"
     threads: 2
     resources:
         **gpu_resources("cam", train=False),

@@ -20,6 +20,8 @@ rule train_csd:
         "benchmarks/train_csd/csd.tsv"
     conda:
         ENV
+    group:
+        "cam_model"
     threads: 2
     resources:
         **gpu_resources("csd"),

@@ -33,6 +33,8 @@ rule train_irn:
         "benchmarks/train_irn/{method}.tsv"
     conda:
         ENV
+    group:
+        "irn"
     # One thread: the frozen backbone's small convolutions gain little from a second one, and two
     # single-threaded jobs (baseline, csd) then share a 2-core machine without oversubscription.
     threads: 1
@@ -64,6 +66,8 @@ rule make_sem_seg_labels:
         "benchmarks/make_sem_seg_labels/{method}.tsv"
     conda:
         ENV
+    group:
+        "irn"
     threads: 1
     resources:
         **gpu_resources("irn", train=False),

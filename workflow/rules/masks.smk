@@ -62,6 +62,8 @@ rule crf_masks:
         "benchmarks/crf_masks/{method}/{scatteritem}.tsv"
     conda:
         ENV
+    group:
+        "crf"
     threads: config["crf"]["processes"]
     resources:
         **RES_CPU,
@@ -87,6 +89,8 @@ rule gather_crf_masks:
         "benchmarks/gather_crf_masks/{method}.tsv"
     conda:
         ENV
+    group:
+        "crf"
     resources:
         **RES_CPU,
     params:
@@ -159,6 +163,8 @@ rule train_deeplab:
         "benchmarks/train_deeplab/{method}.tsv"
     conda:
         ENV
+    group:
+        "deeplab"
     threads: 1
     resources:
         **gpu_resources("deeplab"),
@@ -187,6 +193,8 @@ rule infer_deeplab:
         "benchmarks/infer_deeplab/{method}.tsv"
     conda:
         ENV
+    group:
+        "deeplab"
     threads: 1
     resources:
         **gpu_resources("deeplab", train=False),
@@ -212,6 +220,8 @@ rule crf_predictions:
         "benchmarks/crf_predictions/{method}/{scatteritem}.tsv"
     conda:
         ENV
+    group:
+        "crf"
     threads: config["crf"]["processes"]
     resources:
         **RES_CPU,
@@ -237,6 +247,8 @@ rule gather_crf_predictions:
         "benchmarks/gather_crf_predictions/{method}.tsv"
     conda:
         ENV
+    group:
+        "crf"
     resources:
         **RES_CPU,
     params:

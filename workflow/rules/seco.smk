@@ -20,6 +20,8 @@ rule train_seco:
         "benchmarks/train_seco/seco.tsv"
     conda:
         ENV
+    group:
+        "seco"
     threads: 1
     resources:
         **gpu_resources("seco"),
@@ -48,6 +50,8 @@ rule infer_seco:
         "benchmarks/infer_seco/seco.tsv"
     conda:
         ENV
+    group:
+        "seco"
     threads: 1
     resources:
         **gpu_resources("seco", train=False),
