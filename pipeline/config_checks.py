@@ -10,10 +10,11 @@ from pipeline.errors import PipelineError
 from pipeline.rules import lookup
 
 CAM_METHODS = ("baseline", "csd")
+MCT_METHODS = ("mctformer", "mctformer_csd")  # MCTformer-V2's maps (make_cam_mctformer)
 # The random walk's recipe follows the CAM model a method's seeds come from: IRN's walk for the ResNet
 # CAM classifier's methods, PSA's as MCTformer runs it (irn.psa) for MCTformer's. A further method on
 # one of these models joins the random-walk path (common.smk RW_METHODS) by its entry in CAM_FAMILY.
-CAM_FAMILY = {"baseline": "resnet_cam", "csd": "resnet_cam", "mctformer": "mctformer"}
+CAM_FAMILY = {"baseline": "resnet_cam", "csd": "resnet_cam", "mctformer": "mctformer", "mctformer_csd": "mctformer"}
 WALK_RECIPE = {"resnet_cam": "irn", "mctformer": "psa"}
 
 
@@ -29,10 +30,10 @@ def check_config(cfg: dict) -> None:
     presets = cfg["crf"]["presets"]
     if not methods:
         raise PipelineError("config key masks.methods: empty (at least one method is needed)")
-    unknown = [m for m in methods if m not in (*CAM_METHODS, "mctformer", "seco")]
+    unknown = [m for m in methods if m not in (*CAM_METHODS, *MCT_METHODS, "seco")]
     if unknown:
         raise PipelineError(f"config key masks.methods.{unknown[0]}: unknown method "
-                            "(known: baseline, csd, mctformer, seco)")
+                            "(known: baseline, csd, mctformer, mctformer_csd, seco)")
     if "baseline" not in methods:
         raise PipelineError("config key masks.methods.baseline: missing (CSD's round 1 and the offline tags need it)")
     for m, recipe in methods.items():
@@ -47,7 +48,7 @@ def check_config(cfg: dict) -> None:
             _order(cfg, f"{key}.bg_threshold", f"{key}.fg_threshold")
         if recipe["labels"] == "single" and "threshold" not in recipe:
             raise PipelineError(f"config key {key}.threshold: missing (labels: single)")
-        if m in (*CAM_METHODS, "mctformer") and recipe["source"] != "cam":
+        if m in (*CAM_METHODS, *MCT_METHODS) and recipe["source"] != "cam":
             raise PipelineError(f"config key {key}.source: {m} has CAM seeds only (source: cam)")
         if recipe.get("refine", "crf") == "random_walk" and m not in CAM_FAMILY:
             raise PipelineError(f"config key {key}.refine: random_walk needs CAM seeds (IRN's or PSA's random walk), "
@@ -62,6 +63,8 @@ def check_config(cfg: dict) -> None:
     if "csd" in methods and cfg["cam"]["crop_size"] % cfg["cam"]["output_stride"]:
         raise PipelineError(f"config key cam.crop_size: {cfg['cam']['crop_size']} is not a multiple of "
                             f"cam.output_stride {cfg['cam']['output_stride']} (CSD's losses work on whole CAM cells)")
+    if "mctformer_csd" in methods:
+        _check_mctformer_csd(cfg)
     seco = cfg["seco"]
     _order(cfg, "seco.low", "seco.high")
     if seco["local_crop_size"] >= seco["crop_size"]:
@@ -70,6 +73,20 @@ def check_config(cfg: dict) -> None:
         _check_irn(cfg)
     if any(WALK_RECIPE[CAM_FAMILY[m]] == "psa" for m in methods if m in CAM_FAMILY):
         _check_psa_walk(cfg)
+
+
+def _check_mctformer_csd(cfg: dict) -> None:
+    """CSD on MCTformer: round 1 is the `mctformer` method, and both need their config sections."""
+    methods = cfg["masks"]["methods"]
+    if "mctformer" not in methods:
+        raise PipelineError("config key masks.methods.mctformer: missing (mctformer_csd's round-1 masks are "
+                            "MCTformer's own; list both)")
+    for section in ("mctformer", "mctformer_csd"):
+        if section not in cfg:
+            raise PipelineError(f"config key {section}: missing (masks.methods lists mctformer_csd)")
+    if cfg["mctformer_csd"]["source_masks"] == "cam_seeds" and methods["mctformer"]["labels"] != "dual":
+        raise PipelineError("config key mctformer_csd.source_masks: cam_seeds cuts sources with "
+                            "masks.methods.mctformer's dual thresholds (labels: dual)")
 
 
 def _check_irn(cfg: dict) -> None:

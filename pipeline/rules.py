@@ -41,6 +41,8 @@ RULES: dict[str, Rule] = {
     "export_mask_pngs": Rule("export_mask_pngs", ()),
     "train_deeplab": Rule("train_deeplab", (*_GPU, "deeplab")),
     "infer_deeplab": Rule("infer_deeplab", (*_GPU, "deeplab", "report")),
+    "train_mctformer_csd": Rule("train_mctformer_csd", (*_GPU, "mctformer", "csd", "mctformer_csd",
+                                                         "masks.methods.mctformer")),
     "crf_predictions": Rule("crf", ("dataset", "crf")),
     "gather_crf_predictions": Rule("gather_shards", ()),
     "eval_deeplab": Rule("eval_deeplab", ("dataset", "eval")),

@@ -11,7 +11,9 @@ merge (the VOC/COCO presets built a 4-block ViT-B), so those presets now say `nu
 since: `masks.png` (default true), `eval.miou_convention` (default present), the `mctformer`
 section with `eval_cam.bg_threshold.mctformer` and, in these three presets, `masks.methods.mctformer`.
 IRN's random walk: the `irn` section and `masks.methods.{baseline,csd}.refine`; PSA's walk for
-MCTformer: `irn.psa` and `masks.methods.mctformer.refine` (random_walk in voc12 and coco14).
+MCTformer: `irn.psa` and `masks.methods.mctformer.refine` (random_walk in voc12 and coco14). CSD on
+MCTformer: the `mctformer_csd` section, `eval_cam.bg_threshold.mctformer_csd` and, in these three
+presets, `masks.methods.mctformer_csd`.
 """
 
 from __future__ import annotations

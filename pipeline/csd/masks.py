@@ -11,16 +11,17 @@ from pipeline.errors import PipelineError
 from pipeline.io.h5store import ArtifactReader
 from pipeline.irn.cams import dual_threshold_labels
 
-SOURCE_KINDS = ("cam_seeds", "crf_masks")
+SOURCE_KINDS = ("cam_seeds", "crf_masks", "rw_masks")
 
 
 class RoundOneMasks:
-    """`cam_seeds`: IRN's dual thresholds on the baseline's CAM scores (no CRF);
-    `crf_masks`: the mask artifact of the CRF stage, read as is."""
+    """`cam_seeds`: IRN's dual thresholds on the round-1 method's CAM scores (no CRF);
+    `crf_masks` / `rw_masks`: the mask artifact of the CRF stage / the random walk, read as is. `key` names the config key in errors."""
 
-    def __init__(self, path: str | Path, kind: str, fg_threshold: float = 0.30, bg_threshold: float = 0.05) -> None:
+    def __init__(self, path: str | Path, kind: str, fg_threshold: float = 0.30, bg_threshold: float = 0.05,
+                 key: str = "csd.source_masks") -> None:
         if kind not in SOURCE_KINDS:
-            raise PipelineError(f"config key csd.source_masks: {kind!r} is not one of {', '.join(SOURCE_KINDS)}")
+            raise PipelineError(f"config key {key}: {kind!r} is not one of {', '.join(SOURCE_KINDS)}")
         self.kind = kind
         self.fg_threshold, self.bg_threshold = fg_threshold, bg_threshold
         self.reader = ArtifactReader(path, expect="scores" if kind == "cam_seeds" else "mask")

@@ -2,7 +2,7 @@
 `VOC12Dataset.__getitem__` with FixMatch=True), and the dataset of paste pairs.
 
 Both images go through the classifier's own augmentation independently (IRN: long side in
-[lo, hi], flip, crop), then the source is pasted frame-aligned (PSD_WSSS: scale 1.0, offset 0):
+[lo, hi], flip, crop; MCTformer as PSD_WSSS: short side 256, flip, crop 224), then the source is pasted frame-aligned (PSD_WSSS: scale 1.0, offset 0):
   foreground paste: source pixels of the paste class overwrite the target; label = union;
   background paste: source background overwrites the target only where the target is
                     background too; the target's objects and label are kept.
@@ -19,7 +19,7 @@ from torch.utils.data import Dataset
 from pipeline.csd.cooccurrence import PasteClassSampler
 from pipeline.csd.masks import RoundOneMasks
 from pipeline.data.base import SegDataset
-from pipeline.data.transforms import hflip, normalize, random_crop, random_resize_long, to_chw
+from pipeline.data.transforms import hflip, normalize, random_crop, random_resize_long, resize, to_chw
 
 SOURCE_BACKGROUND = ("complement", "confident")
 
@@ -47,11 +47,24 @@ def source_background(source_mask: np.ndarray, paste_class: int, valid: np.ndarr
     raise ValueError(f"unknown source background rule {rule!r}")
 
 
+def resize_short(img: np.ndarray, mask: np.ndarray, side: int) -> tuple[np.ndarray, np.ndarray]:
+    """Image (bilinear) and mask (nearest) rescaled so the short side is `side` (PSD_WSSS: 256)."""
+    h, w = img.shape[:2]
+    s = side / min(h, w)
+    size = (max(1, round(h * s)), max(1, round(w * s)))
+    return resize(img, size), resize(mask, size, nearest=True)
+
+
 def augment(img: np.ndarray, mask: np.ndarray, crop: int, resize_long: Sequence[int],
-            rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """IRN's train_cam augmentation with the mask following: (normalised crop, mask crop with
-    255 padding, bool map of the pixels that come from the image)."""
-    img, mask = random_resize_long(img, int(resize_long[0]), int(resize_long[1]), rng, mask)
+            rng: np.random.Generator, short_side: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The classifier's augmentation with the mask following: (normalised crop, mask crop with
+    255 padding, bool map of the pixels that come from the image). IRN's train_cam: long side
+    uniform in `resize_long`, flip, crop; with `short_side` (PSD_WSSS's paste geometry for
+    MCTformer): short side fixed to `short_side`, flip, crop."""
+    if short_side:
+        img, mask = resize_short(img, mask, int(short_side))
+    else:
+        img, mask = random_resize_long(img, int(resize_long[0]), int(resize_long[1]), rng, mask)
     if rng.random() < 0.5:
         img, mask = hflip(img), hflip(mask)
     out, mout, box = random_crop(normalize(img), crop, rng, mask)
@@ -103,11 +116,12 @@ class PastePairDataset(Dataset):
 
     def __init__(self, ds: SegDataset, ids: list[str], labels: Mapping[str, Sequence[int]],
                  masks: RoundOneMasks, sampler: PasteClassSampler, crop: int, resize_long: Sequence[int],
-                 source_bg_rule: str = "complement") -> None:
+                 source_bg_rule: str = "complement", short_side: int | None = None) -> None:
         if source_bg_rule not in SOURCE_BACKGROUND:
             raise ValueError(f"unknown source background rule {source_bg_rule!r}")
         self.ds, self.ids, self.labels, self.masks, self.sampler = ds, ids, labels, masks, sampler
         self.crop, self.resize_long, self.source_bg_rule = crop, tuple(resize_long), source_bg_rule
+        self.short_side = short_side
         self.num_fg = ds.num_classes - 1
 
     def __len__(self) -> int:
@@ -115,7 +129,8 @@ class PastePairDataset(Dataset):
 
     def _load(self, image_id: str, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         img = self.ds.image(image_id)
-        return augment(img, self.masks.label(image_id, img.shape[:2]), self.crop, self.resize_long, rng)
+        return augment(img, self.masks.label(image_id, img.shape[:2]), self.crop, self.resize_long, rng,
+                       self.short_side)
 
     def __getitem__(self, i: int) -> dict:
         rng = np.random.default_rng(np.random.randint(0, 2**31))

@@ -53,6 +53,8 @@ SEED_SOURCE = {m: SEED_SOURCES[config["masks"]["methods"][m]["source"]].format(m
 # Training runs whose loss curves the report's front page draws: name -> (model, metrics CSV).
 # The CSV lives in the run folder (outside the DAG, so a killed job resumes); the model file
 # is the input that orders the report after the training.
+# Methods whose maps come from MCTformer-V2 through make_cam_mctformer (mctformer_csd: CSD on it).
+MCT_METHODS = [m for m in METHODS if m in ("mctformer", "mctformer_csd")]
 TRAINING_RUNS = {}
 if CAM_METHODS:
     TRAINING_RUNS["CAM classifier"] = ("results/cam/baseline/model_final.pth", "results/runs/train_cam/baseline/metrics.csv")
@@ -74,6 +76,9 @@ def final_outputs():
     out += expand("results/cam/{method}/eval_cam.json", method=METHODS)
     if "seco" in METHODS:
         out.append("results/seco/eval_seg.json")
+if "mctformer_csd" in METHODS:
+    TRAINING_RUNS["MCTformer CSD"] = ("results/cam/mctformer_csd/model_final.pth",
+                                      "results/runs/train_mctformer_csd/mctformer_csd/metrics.csv")
     if config["masks"]["png"]:
         out += expand("results/masks/{method}/crf_png", method=METHODS)
     out += ["results/summary.tsv", "results/report/summary.html", "results/report/front.html"]
@@ -92,7 +97,7 @@ wildcard_constraints:
 # with `--set-resources NAME:runtime=...` or in a profile.
 # Seconds per iteration on one data-center GPU at the papers' settings (estimates with margin
 # below; measured figures: docs/BENCHMARKS.md, GPU section).
-SECONDS_PER_ITER = {"cam": 0.3, "csd": 0.7, "seco": 0.4, "deeplab": 0.6, "irn": 0.5, "mctformer": 0.3}
+SECONDS_PER_ITER = {"cam": 0.3, "csd": 0.7, "seco": 0.4, "deeplab": 0.6, "irn": 0.5, "mctformer": 0.3, "mctformer_csd": 0.7}
 
 
 def _train_images():
@@ -115,7 +120,7 @@ def _iterations(section):
     if section == "irn":
         irn = config["irn"]
         return irn["epochs"] * max(1, _train_images() // irn["batch_size"])
-    if section == "mctformer":
+    if section in ("mctformer", "mctformer_csd"):
         mct = config["mctformer"]
         return mct["epochs"] * max(1, _train_images() // mct["batch_size"])
     if section == "deeplab":
@@ -125,7 +130,7 @@ def _iterations(section):
 
 def gpu_resources(section, train=True):
     """`gpu`, `mem_mb`, `runtime` (minutes) and `cpus_per_task` of a GPU job reading `section`."""
-    workers = config["cam" if section == "csd" else section].get("num_workers", 0)
+    workers = config[{"csd": "cam", "mctformer_csd": "mctformer"}.get(section, section)].get("num_workers", 0)
     minutes = 2 * _iterations(section) * SECONDS_PER_ITER[section] / 60 if train else 210
     return dict(gpu=1, mem_mb=12000, runtime=int(max(60, minutes + 30)),
                 cpus_per_task=lambda wildcards, threads: max(threads, workers + 1))
