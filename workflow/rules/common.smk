@@ -39,6 +39,8 @@ INDEX = "results/dataset/index.json"
 METHODS = list(config["masks"]["methods"])
 # Methods whose CAMs come from IRN's classifier through make_cam (SeCo exports its own).
 CAM_METHODS = [m for m in METHODS if m in ("baseline", "csd")]
+# Methods whose maps come from MCTformer-V2 through make_cam_mctformer (mctformer_csd: CSD on it).
+MCT_METHODS = [m for m in METHODS if m in ("mctformer", "mctformer_csd")]
 # Methods with random-walk masks (irn.smk) and each one's recipe, by its CAM model's family
 # (pipeline/config_checks.py): IRN's walk for the CAM methods, PSA's (irn.psa) for MCTformer's.
 RW_METHODS = [m for m in METHODS if m in CAM_FAMILY]
@@ -53,8 +55,6 @@ SEED_SOURCE = {m: SEED_SOURCES[config["masks"]["methods"][m]["source"]].format(m
 # Training runs whose loss curves the report's front page draws: name -> (model, metrics CSV).
 # The CSV lives in the run folder (outside the DAG, so a killed job resumes); the model file
 # is the input that orders the report after the training.
-# Methods whose maps come from MCTformer-V2 through make_cam_mctformer (mctformer_csd: CSD on it).
-MCT_METHODS = [m for m in METHODS if m in ("mctformer", "mctformer_csd")]
 TRAINING_RUNS = {}
 if CAM_METHODS:
     TRAINING_RUNS["CAM classifier"] = ("results/cam/baseline/model_final.pth", "results/runs/train_cam/baseline/metrics.csv")
@@ -62,6 +62,9 @@ if "csd" in METHODS:
     TRAINING_RUNS["CSD"] = ("results/cam/csd/model_final.pth", "results/runs/train_csd/csd/metrics.csv")
 if "mctformer" in METHODS:
     TRAINING_RUNS["MCTformer"] = ("results/cam/mctformer/model_final.pth", "results/runs/train_mctformer/mctformer/metrics.csv")
+if "mctformer_csd" in METHODS:
+    TRAINING_RUNS["MCTformer CSD"] = ("results/cam/mctformer_csd/model_final.pth",
+                                      "results/runs/train_mctformer_csd/mctformer_csd/metrics.csv")
 if "seco" in METHODS:
     TRAINING_RUNS["SeCo"] = ("results/seco/model_final.pth", "results/runs/train_seco/seco/metrics.csv")
 for _m in RW_METHODS:
@@ -76,9 +79,6 @@ def final_outputs():
     out += expand("results/cam/{method}/eval_cam.json", method=METHODS)
     if "seco" in METHODS:
         out.append("results/seco/eval_seg.json")
-if "mctformer_csd" in METHODS:
-    TRAINING_RUNS["MCTformer CSD"] = ("results/cam/mctformer_csd/model_final.pth",
-                                      "results/runs/train_mctformer_csd/mctformer_csd/metrics.csv")
     if config["masks"]["png"]:
         out += expand("results/masks/{method}/crf_png", method=METHODS)
     out += ["results/summary.tsv", "results/report/summary.html", "results/report/front.html"]
