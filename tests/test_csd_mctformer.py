@@ -218,3 +218,12 @@ def test_dry_run_holds_both_mctformer_rows(tmp_path):
         for path in (f"results/cam/{m}/eval_cam.json", f"results/masks/{m}/eval_masks.json",
                      f"results/deeplab/{m}/eval_deeplab.json"):
             assert path in summarize, path
+
+
+def test_per_model_choices_override_the_csd_constants():
+    cfg = tiny_config()
+    eff = effective_csd(cfg)
+    assert eff["bg_maps"] == "raw" and cfg["csd"]["bg_maps"] == "max_normalized"  # raw scale for MCTformer
+    assert eff["paste_batch"] == cfg["csd"]["paste_batch"]  # null: the csd section's
+    voc = preset_config(REPO / "configs/voc12.yaml")
+    assert effective_csd(voc)["paste_batch"] == voc["mctformer"]["batch_size"] == 64  # PSD_WSSS: one pair per sample

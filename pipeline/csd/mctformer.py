@@ -73,8 +73,13 @@ class MCTformerMaps(nn.Module):
 
 
 def effective_csd(cfg: dict) -> dict:
-    """The `csd` constants with the per-model choices of `mctformer_csd` (its `bg_maps`)."""
-    return {**cfg["csd"], "bg_maps": cfg["mctformer_csd"]["bg_maps"]}
+    """The `csd` constants with the per-model choices of `mctformer_csd`: its `bg_maps`, and its
+    `paste_batch` where set (PSD_WSSS: one pair per classification sample)."""
+    mcsd = cfg["mctformer_csd"]
+    over = {"bg_maps": mcsd["bg_maps"]}
+    if mcsd.get("paste_batch"):
+        over["paste_batch"] = mcsd["paste_batch"]
+    return {**cfg["csd"], **over}
 
 
 def round_one_thresholds(cfg: dict) -> tuple[float, float]:
