@@ -227,3 +227,19 @@ def test_per_model_choices_override_the_csd_constants():
     assert eff["paste_batch"] == cfg["csd"]["paste_batch"]  # null: the csd section's
     voc = preset_config(REPO / "configs/voc12.yaml")
     assert effective_csd(voc)["paste_batch"] == voc["mctformer"]["batch_size"] == 64  # PSD_WSSS: one pair per sample
+
+
+def test_benchmark_document_shows_both_mctformer_rows_and_compares_csd_with_its_round_one():
+    from pipeline.bench.document import QUALITY, goals, quality_section
+
+    def row(cooc):
+        return {**{k: 0.3 for k, _ in QUALITY}, "cooc_seed": cooc, "cooc_val": cooc}
+
+    rows = {"baseline": row(1.0), "csd": row(0.9), "mctformer": row(2.0), "mctformer_csd": row(1.2)}
+    seed = {"quality": {"methods": list(rows), "rows": rows, "cooccurrence_confusion": {}}}
+    figures = {"presets": {"bench": {"seeds": {"0": seed}}}, "preset_order": ["bench"]}
+    text = "\n".join(quality_section("bench", figures["presets"]["bench"]))
+    assert "| mctformer |" in text and "| mctformer_csd |" in text
+    goal = {r[0]: r for r in goals(figures) if "co-occurrence" in r[0]}
+    assert goal["mctformer_csd co-occurrence confusion ≤ 0.7 × mctformer's, final predictions (`bench`)"][1] == "×0.60 (seeds: ×0.60)"
+    assert "csd co-occurrence confusion ≤ 0.7 × baseline's, final predictions (`bench`)" in goal
