@@ -23,7 +23,7 @@ from tests.conftest import REPO, TINY_CONFIG, tool_env
 pytestmark = pytest.mark.slurm
 
 # train_cam and make_cam form group `cam_model` (one sbatch job); index_dataset is a local rule
-GPU_JOBS = {"group cam_model"}
+GPU_JOBS = {"group cam_model (make_cam, train_cam)"}
 
 
 def test_tiny_dag_through_slurm(tmp_path):
@@ -40,7 +40,7 @@ def test_tiny_dag_through_slurm(tmp_path):
         by_rule.setdefault(job["rule"], []).append(job)
     assert set(by_rule) == GPU_JOBS, f"expected one group job for the CAM chain, got {sorted(by_rule)}"
     assert figures["sbatch_jobs"] == 1
-    for job in by_rule["group cam_model"]:
+    for job in by_rule["group cam_model (make_cam, train_cam)"]:
         assert "gpu" in job["gres"], f"the CAM group was submitted without a GPU request: {job}"
         assert job["state"] == "COMPLETED"
     # Nothing of the test's cluster stays configured: a client config naming the stopped

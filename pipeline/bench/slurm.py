@@ -69,8 +69,12 @@ def rule_of(job: dict[str, str]) -> str | None:
     name = comment.removeprefix("rule_").split("_wildcards_")[0]
     if name in RULES:
         return name
-    if name and name != comment:
-        return f"group {name}"
+    if name and name != comment:  # a group job: `<group>_<its sorted rule names>`
+        rules = []
+        while (last := next((r for r in sorted(RULES, key=len, reverse=True) if name.endswith("_" + r)), None)):
+            rules.insert(0, last)
+            name = name[: -len(last) - 1]
+        return f"group {name} ({', '.join(rules)})" if rules else f"group {name}"
     text = comment + " " + job.get("JobName", "")
     # longest first: "crf_masks" before "crf", "gather_crf_masks" before "crf_masks"
     return next((r for r in sorted(RULES, key=len, reverse=True) if r in text), None)
