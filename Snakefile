@@ -26,6 +26,7 @@ shell.prefix(f"set -euo pipefail; export PYTHONPATH={shlex.quote(workflow.basedi
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
+include: "workflow/rules/pretrain.smk"
 include: "workflow/rules/cam.smk"
 include: "workflow/rules/csd.smk"
 include: "workflow/rules/seco.smk"
@@ -43,6 +44,7 @@ include: "workflow/rules/mctformer.smk"
 localrules:
     all,
     make_synthetic,
+    make_pretrain_corpus,
     index_dataset,
     eval_cam,
     tag_patches,

@@ -61,9 +61,10 @@ def setup_logging(argv: Sequence[str] | None = None) -> logging.Logger:
     return logging.getLogger("pipeline")
 
 
-def gpu_stage_parser(description: str) -> argparse.ArgumentParser:
+def gpu_stage_parser(description: str, index: bool = True) -> argparse.ArgumentParser:
     p = stage_parser(description)
-    p.add_argument("--index", required=True, help="results/dataset/index.json")
+    if index:
+        p.add_argument("--index", required=True, help="results/dataset/index.json")
     p.add_argument("--gpus", type=int, default=1, help="the rule's `gpu` resource: >1 runs DDP")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
     return p

@@ -73,6 +73,7 @@ def check_config(cfg: dict) -> None:
         _check_irn(cfg)
     if any(WALK_RECIPE[CAM_FAMILY[m]] == "psa" for m in methods if m in CAM_FAMILY):
         _check_psa_walk(cfg)
+    _check_pretrain(cfg)
 
 
 def _check_mctformer_csd(cfg: dict) -> None:
@@ -87,6 +88,29 @@ def _check_mctformer_csd(cfg: dict) -> None:
     if cfg["mctformer_csd"]["source_masks"] == "cam_seeds" and methods["mctformer"]["labels"] != "dual":
         raise PipelineError("config key mctformer_csd.source_masks: cam_seeds cuts sources with "
                             "masks.methods.mctformer's dual thresholds (labels: dual)")
+
+
+def _check_pretrain(cfg: dict) -> None:
+    """`pretrained: pretrain` only where the rules depend on the pretrain job, and a corpus that can be drawn."""
+    from pipeline.pretrain.cache import PRETRAIN, SECTIONS
+
+    for section, value in cfg.items():
+        if isinstance(value, dict) and value.get("pretrained") == PRETRAIN and section not in SECTIONS:
+            raise PipelineError(f"config key {section}.pretrained: {PRETRAIN!r} is supported for {', '.join(SECTIONS)} "
+                                "(their training rules depend on the pretrain job); give a weight file")
+    pre = cfg.get("pretrain")
+    if not pre:
+        if any((cfg.get(s) or {}).get("pretrained") == PRETRAIN for s in SECTIONS):
+            raise PipelineError("config key pretrain: missing (a section says pretrained: pretrain)")
+        return
+    corpus = pre["corpus"]
+    _order(cfg, "pretrain.corpus.min_size", "pretrain.corpus.max_size")
+    if pre["crop_size"] > corpus.get("max_size", 64):
+        raise PipelineError(f"config key pretrain.crop_size: {pre['crop_size']} exceeds pretrain.corpus.max_size "
+                            f"({corpus.get('max_size', 64)})")
+    lo, hi = corpus.get("object_scale", (0.45, 0.75))
+    if lo > hi or hi > 1:
+        raise PipelineError(f"config key pretrain.corpus.object_scale: [{lo}, {hi}] must be increasing, at most 1")
 
 
 def _check_irn(cfg: dict) -> None:

@@ -20,6 +20,9 @@ class Rule(NamedTuple):
 
 RULES: dict[str, Rule] = {
     "make_synthetic": Rule("make_synthetic", ("synthetic",)),
+    "make_pretrain_corpus": Rule("make_pretrain_corpus", ("pretrain.corpus",)),
+    # One job per backbone family: its --cfg is that job's spec (pipeline.pretrain.cache.stage_cfg).
+    "pretrain": Rule("pretrain", ("runtime", "pretrain")),
     "index_dataset": Rule("index_dataset", ("dataset", "cam.batch_size", "seco.batch_size", "deeplab.batch_size")),
     "train_cam": Rule("train_cam", (*_GPU, "cam")),
     "make_cam": Rule("make_cam", (*_GPU, "cam")),

@@ -30,7 +30,7 @@ def expected_weights(config: dict) -> list[tuple[str, str, Path]]:
     out = []
     for section in SECTIONS:
         value = (config.get(section) or {}).get("pretrained")
-        if not isinstance(value, str) or value in ("hub", "none", ""):
+        if not isinstance(value, str) or value in ("hub", "none", "", "pretrain"):  # pretrain: the pretrain stage's
             continue
         path = Path(value)
         name = path.name.removesuffix(".safetensors").removesuffix(".pth").removesuffix(".bin")

@@ -44,8 +44,8 @@ class TrainContext:
     device: torch.device
     amp: str
     seed: int
-    ds: SegDataset
-    index: dict
+    ds: SegDataset | None            # None for a stage without the WSSS dataset (`indexed=False`: pretrain)
+    index: dict | None
     ids: list[str]                   # the training split's ids
     labels: dict[str, list[int]]     # image-level labels of the training split (from the index)
     inputs: dict[str, str | None]    # the stage's extra input files (masks, tags), by option name
@@ -69,6 +69,9 @@ class TrainPlan:
     # Added to the config stored in checkpoints: a checkpoint of another run is never resumed.
     resume_key: dict = field(default_factory=dict)
     desc: str | None = None
+    # Writes the final model file instead of `save_final` (rank 0): save(out, weights, meta). The
+    # pretrain stage writes a plain timm state dict that `pretrained: <file>` loads.
+    save: Callable[[str, dict, dict], None] | None = None
 
 
 Build = Callable[[TrainContext], TrainPlan]
@@ -81,9 +84,12 @@ def _run(rank: int, world: int, build: Build, stage: str, cfg: dict, index_path:
     seed = int(cfg.get("seed", 0))
     device = rank_device(select_device(require(cfg, "runtime.device")))
     amp = setup_precision(device, require(cfg, "runtime.amp"))
-    ds, index = open_indexed(cfg, index_path)
-    ctx = TrainContext(cfg, rank, world, device, amp, seed, ds, index, split_ids(index, "train"),
-                       index["splits"]["train"]["labels"], inputs)
+    if index_path is None:  # a stage that reads its own data (inputs), not the WSSS dataset
+        ds, index, ids, labels = None, None, [], {}
+    else:
+        ds, index = open_indexed(cfg, index_path)
+        ids, labels = split_ids(index, "train"), index["splits"]["train"]["labels"]
+    ctx = TrainContext(cfg, rank, world, device, amp, seed, ds, index, ids, labels, inputs)
     torch.manual_seed(seed)  # identical initial weights on every rank, for every method
     plan = build(ctx)
     plan.model.train()
@@ -93,16 +99,18 @@ def _run(rank: int, world: int, build: Build, stage: str, cfg: dict, index_path:
     run_loop(plan.step, state, TrainLoopConfig(plan.max_iters, plan.ckpt_every, Path(ckpt_dir), Path(metrics),
                                                seed=seed, desc=desc))
     if is_main():
-        save_final(out, plan.weights(), {**plan.meta, "num_classes": ds.num_classes,
-                                         "class_names": ds.class_names, "iterations": plan.max_iters})
+        meta = {**plan.meta, "iterations": plan.max_iters}
+        if ds is not None:
+            meta.update(num_classes=ds.num_classes, class_names=ds.class_names)
+        (plan.save or save_final)(out, plan.weights(), meta)
         mark_complete(ckpt_dir)
         log.info("wrote %s after %d iterations", out, plan.max_iters)
 
 
-def train_parser(description: str | None, inputs: Mapping[str, str]) -> argparse.ArgumentParser:
+def train_parser(description: str | None, inputs: Mapping[str, str], indexed: bool = True) -> argparse.ArgumentParser:
     """A training stage's command line: the GPU stage options, the run's files, and `inputs`
-    (option name -> help) for its extra input files."""
-    p = gpu_stage_parser(description or "")
+    (option name -> help) for its extra input files. `indexed=False`: no --index (no WSSS data)."""
+    p = gpu_stage_parser(description or "", index=indexed)
     for name, text in inputs.items():
         p.add_argument(f"--{name.replace('_', '-')}", default=None, help=text)
     p.add_argument("--out", required=True, help="final model (rule output)")
@@ -113,14 +121,17 @@ def train_parser(description: str | None, inputs: Mapping[str, str]) -> argparse
 
 def train_main(stage: str, build: Build, argv: list[str] | None, description: str | None,
                inputs: Mapping[str, str] | None = None,
-               check: Callable[[dict, dict[str, str | None], int], None] | None = None) -> None:
+               check: Callable[[dict, dict[str, str | None], int], None] | None = None,
+               indexed: bool = True) -> None:
     """Entry point of a training stage `pipeline.stages.<stage>`. `check(cfg, inputs, world)`
-    runs before any GPU is leased, for what only the command line can tell (file options)."""
+    runs before any GPU is leased, for what only the command line can tell (file options).
+    `indexed=False`: the stage trains on its own data (named by `inputs`), without the WSSS index."""
     inputs = dict(inputs or {})
-    args, cfg = parse(train_parser(description, inputs), argv)
+    args, cfg = parse(train_parser(description, inputs, indexed), argv)
     files = {name: getattr(args, name) for name in inputs}
     if check is not None:
         check(cfg, files, max(args.gpus, 1))
     with RunLock(args.ckpt_dir):  # one writer per run folder (an orphaned job would be a second)
-        run_gpu_job(_run, args.gpus, build, stage, cfg, args.index, files, args.out, args.ckpt_dir, args.metrics,
+        run_gpu_job(_run, args.gpus, build, stage, cfg, getattr(args, "index", None), files, args.out, args.ckpt_dir,
+                    args.metrics,
                     args.threads)

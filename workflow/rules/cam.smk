@@ -6,6 +6,7 @@
 rule train_cam:
     input:
         index="results/dataset/index.json",
+        pretrained=pretrained_input("cam"),  # the pretrain job's weights (cam.pretrained: pretrain), else none
     output:
         "results/cam/baseline/model_final.pth",
     log:

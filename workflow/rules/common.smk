@@ -19,6 +19,20 @@ from pipeline.rules import stage_cfg as _stage_cfg
 validate(config, schema="../schemas/config.schema.yaml")
 check_config(config)  # what the schema cannot express: cross-field order and references
 
+# `<section>.pretrained: pretrain` -> the cached weight file of its backbone family, before any
+# rule reads the config (pipeline/pretrain/cache.py; rules in pretrain.smk).
+from pipeline.pretrain import cache as _pretrain_cache
+
+PRETRAIN_JOBS = _pretrain_cache.resolve(
+    config, workflow.basedir,
+    stage_code_hash("pipeline.stages.make_pretrain_corpus", os.path.join(workflow.basedir, "pipeline")),
+    stage_code_hash("pipeline.stages.pretrain", os.path.join(workflow.basedir, "pipeline")))
+
+
+def pretrained_input(section):
+    """The pretrain job's weight file a section's training loads (`pretrained: pretrain`), else nothing."""
+    return [job["weights"] for job in PRETRAIN_JOBS.values() if section in job["sections"]]
+
 # Config files given on the command line (`--configfile`), for the report's front page; shown
 # relative to the workflow when they lie inside it.
 PRESETS = [os.path.relpath(p, workflow.basedir) if os.path.abspath(p).startswith(workflow.basedir + os.sep) else str(p)
@@ -147,7 +161,12 @@ RES_CPU = dict(mem_mb=4000, runtime=60, cpus_per_task=_cpus)
 def stage_cfg(rule):
     """The config sections the rule's stage reads (pipeline/rules.py), as JSON: passed via
     params, so only they trigger reruns."""
-    return _stage_cfg(config, rule)
+    # The pretrain rule runs one job per backbone family, each with its own spec.
+    return _pretrain_stage_cfg if rule == "pretrain" else _stage_cfg(config, rule)
+
+
+def _pretrain_stage_cfg(wildcards):
+    return _pretrain_cache.stage_cfg(config, PRETRAIN_JOBS[f"{wildcards.family}-{wildcards.key}"])
 
 
 def stage_code(rule):

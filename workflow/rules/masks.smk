@@ -153,6 +153,7 @@ rule export_mask_pngs:
 rule train_deeplab:
     input:
         unpack(lambda w: TRAIN_INPUTS[w.method]),
+        pretrained=pretrained_input("deeplab"),  # the pretrain job's weights (deeplab.pretrained: pretrain), else none
     output:
         "results/deeplab/{method}/model_final.pth",
     wildcard_constraints:

@@ -12,6 +12,7 @@ rule train_seco:
         index="results/dataset/index.json",
         # the offline patch tags (tag_patches on the CAM baseline) only when seco.tagging is offline
         tags=lambda wildcards: ["results/tags/baseline/tags.h5"] if config["seco"]["tagging"] == "offline" else [],
+        pretrained=pretrained_input("seco"),  # the pretrain job's weights (seco.pretrained: pretrain), else none
     output:
         "results/seco/model_final.pth",
     log:
