@@ -64,10 +64,10 @@ class CorpusSpec:
     seed: int = 1
     num_new_classes: int = 30
     wsss_classes: bool = True
-    train_per_class: int = 100
-    val_per_class: int = 25
-    min_size: int = 48
-    max_size: int = 64
+    train_per_class: int = 80
+    val_per_class: int = 20
+    min_size: int = 40
+    max_size: int = 56
     object_scale: tuple[float, float] = (0.45, 0.75)  # object height / image side (one dominant object)
     context_fraction: float = 0.4  # share of new classes with a usual context
     p_context: float = 0.8  # P(usual context shown | class has one); synthetic.p_context
