@@ -18,6 +18,8 @@ rule train_mctformer:
         "benchmarks/train_mctformer/mctformer.tsv"
     conda:
         ENV
+    group:
+        "mctformer"
     threads: 2
     resources:
         **gpu_resources("mctformer"),
@@ -50,6 +52,8 @@ rule train_mctformer_csd:
         "benchmarks/train_mctformer_csd/mctformer_csd.tsv"
     conda:
         ENV
+    group:
+        "mctformer"
     threads: 2
     resources:
         **gpu_resources("mctformer_csd"),
@@ -77,6 +81,8 @@ rule make_cam_mctformer:
         "benchmarks/make_cam_mctformer/{method}.tsv"
     conda:
         ENV
+    group:
+        "mctformer"
     threads: 2
     resources:
         **gpu_resources("mctformer", train=False),
