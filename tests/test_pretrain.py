@@ -6,6 +6,7 @@ import copy
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import time
 
@@ -180,8 +181,13 @@ def test_pretrain_stage_writes_weights_that_timm_loads(corpus, tmp_path, section
     _, root, manifest = corpus
     cfg, out = _tiny_job(DEFAULTS[section], root, tmp_path)
     weights, eval_json = out / "model.safetensors", out / "eval.json"
-    pretrain.main(["--cfg", cfg, "--corpus", str(root), "--eval", str(eval_json), "--out", str(weights),
-                   "--ckpt-dir", str(out / "run"), "--metrics", str(out / "run/metrics.csv"), "--threads", "1"])
+
+    def run(folder):
+        pretrain.main(["--cfg", cfg, "--corpus", str(root), "--eval", str(folder / "eval.json"),
+                       "--out", str(folder / "model.safetensors"), "--ckpt-dir", str(folder / "run"),
+                       "--metrics", str(folder / "run/metrics.csv"), "--threads", "1"])
+
+    run(out)
     result = json.loads(eval_json.read_text())
     assert result["num_classes"] == manifest["num_classes"] and result["num_images"] == 2 * manifest["num_classes"]
     assert 0 <= result["top1"] <= result["top5"] <= 1
@@ -210,6 +216,14 @@ def test_pretrain_stage_writes_weights_that_timm_loads(corpus, tmp_path, section
 
         vit = create_backbone(DEFAULTS["seco"]["backbone"], str(weights), num_classes=0, **kwargs)
         assert torch.equal(vit.blocks[-1].mlp.fc2.weight, state["blocks.3.mlp.fc2.weight"])
+        return
+    # The training skeleton's resume: a run killed after its second-last checkpoint ends with the same weights.
+    resumed = tmp_path / "resumed"
+    (resumed / "run").mkdir(parents=True)
+    shutil.copy(out / "run/prev.pth", resumed / "run/last.pth")
+    run(resumed)
+    again = load_file(str(resumed / "model.safetensors"))
+    assert all(torch.equal(state[k], again[k]) for k in state)
 
 
 # ---- the DAG ---------------------------------------------------------------------------------
