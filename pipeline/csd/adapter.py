@@ -19,6 +19,7 @@ Adapters: `pipeline.csd.model.LogitsAndCams` (IRN's ResNet CAM classifier) and
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import torch
@@ -86,6 +87,26 @@ def csd_step_loss(model: nn.Module, adapter: nn.Module, x: torch.Tensor, y: torc
     terms = csd_losses(source, fg.fg_maps.float(), bg.bg_maps.float(), pairs, csd)
     loss = cls + csd["lambda_fg"] * terms["fg"] + csd["lambda_bg"] * terms["bg"]
     return loss, cls, {**logs, **{k: v.item() for k, v in terms.items()}}
+
+
+def csd_step(model: nn.Module, adapter: nn.Module, data: Any, pairs: ResumableLoader, start_iter: int, csd: dict,
+             opt: torch.optim.Optimizer, sched: Any, device: torch.device, amp: str) -> Callable[[int], dict[str, float]]:
+    """The training skeleton's step function of a CSD round 2, whatever the CAM model: the next
+    classification batch (+ the next paste pairs from `start_iter` on), `csd_step_loss`, one
+    optimiser and schedule step."""
+
+    def step(it: int) -> dict[str, float]:
+        batch = next(data)
+        x, y = batch["image"].to(device), batch["label"].to(device)
+        p = to_device(next(pairs), device) if it >= start_iter else None
+        loss, cls, logs = csd_step_loss(model, adapter, x, y, p, csd, device, amp)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        return {"loss": loss.item(), "cls": cls.item(), **logs}
+
+    return step
 
 
 def paste_pairs(ctx: TrainContext, masks: RoundOneMasks, csd: dict, crop: int, resize_long: list[int],

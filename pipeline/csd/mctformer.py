@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from pipeline.csd.adapter import PastedMaps, csd_step_loss, paste_pairs, to_device
+from pipeline.csd.adapter import PastedMaps, csd_step, paste_pairs
 from pipeline.csd.masks import RoundOneMasks
 from pipeline.errors import PipelineError
 from pipeline.mctformer.cams import class_patch_attention, fuse, patch_affinity, refine
@@ -106,16 +106,6 @@ def build(ctx: TrainContext) -> TrainPlan:
     pairs = paste_pairs(ctx, masks, csd, mct["crop_size"], mct["resize_long"], mct["num_workers"],
                         mcsd["paste_short_side"])
 
-    def step(it: int) -> dict[str, float]:
-        batch = next(data)
-        x, y = batch["image"].to(device), batch["label"].to(device)
-        p = to_device(next(pairs), device) if it >= start_iter else None
-        loss, cls, logs = csd_step_loss(model, adapter, x, y, p, csd, device, amp)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        return {"loss": loss.item(), "cls": cls.item(), **logs}
-
+    step = csd_step(model, adapter, data, pairs, start_iter, csd, opt, sched, device, amp)
     return TrainPlan(model, opt, sched, data, step, max_iters, mct["ckpt_every"], weights=net.state_dict,
                      meta={"mctformer": mct, "csd": csd, "mctformer_csd": mcsd}, extra={"pairs": pairs})

@@ -11,7 +11,7 @@ layout, so make_cam/eval_cam apply.
 
 from __future__ import annotations
 
-from pipeline.csd.adapter import csd_step_loss, paste_pairs, to_device
+from pipeline.csd.adapter import csd_step, paste_pairs
 from pipeline.csd.masks import RoundOneMasks
 from pipeline.csd.model import LogitsAndCams
 from pipeline.irn.train import build_cam_net, build_sgd, classification_data, iterations
@@ -39,16 +39,6 @@ def build(ctx: TrainContext) -> TrainPlan:
     data = classification_data(ctx)
     pairs = paste_pairs(ctx, masks, csd, cam["crop_size"], cam["resize_long"], cam["num_workers"])
 
-    def step(it: int) -> dict[str, float]:
-        batch = next(data)
-        x, y = batch["image"].to(device), batch["label"].to(device)
-        p = to_device(next(pairs), device) if it >= start_iter else None
-        loss, cls, logs = csd_step_loss(model, adapter, x, y, p, csd, device, amp)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        return {"loss": loss.item(), "cls": cls.item(), **logs}
-
+    step = csd_step(model, adapter, data, pairs, start_iter, csd, opt, sched, device, amp)
     return TrainPlan(model, opt, sched, data, step, max_iters, cam["ckpt_every"], weights=net.state_dict,
                      meta={"cam": cam, "csd": csd}, extra={"pairs": pairs})
