@@ -35,9 +35,9 @@ def _calls(path) -> set[str]:
 
 
 def test_trainers_share_the_one_training_skeleton():
-    trainers = sorted(STAGES.glob("train_*.py"))
-    assert [p.stem for p in trainers] == ["train_cam", "train_csd", "train_deeplab", "train_irn", "train_mctformer",
-                                          "train_seco"]
+    trainers = sorted([*STAGES.glob("train_*.py"), STAGES / "pretrain.py"])
+    assert [p.stem for p in trainers] == ["pretrain", "train_cam", "train_csd", "train_deeplab", "train_irn",
+                                          "train_mctformer", "train_mctformer_csd", "train_seco"]
     for path in trainers:
         calls = _calls(path)
         assert "train_main" in calls, f"{path.name} does not run pipeline.runtime.train.train_main"

@@ -48,7 +48,7 @@ from pipeline.data.shapes import (
     rasterise,
     smooth_noise,
 )
-from pipeline.data.synthetic import _affine, _texture
+from pipeline.data.synthetic import _affine, _texture, background
 from pipeline.errors import PipelineError
 
 # RNG stream namespaces: the WSSS generator seeds images with (seed, 1|2|3, index).
@@ -171,10 +171,7 @@ def render(spec: CorpusSpec, classes: list[CorpusClass], split: str, index: int)
     rng = np.random.default_rng([spec.seed, CORPUS_SPLIT_CODES[split], index])
     h, w = (int(v) for v in rng.integers(spec.min_size, spec.max_size + 1, size=2))
     size = (h, w)
-    bg_a = hsv_to_rgb(rng.random(), rng.uniform(0.05, 0.5), rng.uniform(0.4, 0.95))
-    bg_b = hsv_to_rgb(rng.random(), rng.uniform(0.05, 0.5), rng.uniform(0.3, 0.9))
-    mix = smooth_noise(size, int(rng.integers(2, 6)), rng)[..., None]
-    img = bg_a[None, None] * mix + bg_b[None, None] * (1 - mix)
+    img = background(size, rng)
     context_map = np.zeros(size, np.uint8)
 
     ctx = None

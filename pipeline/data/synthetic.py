@@ -184,16 +184,21 @@ def _boundary(label: np.ndarray, width: int) -> np.ndarray:
     return edge
 
 
+def background(size: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+    """A float RGB background: two random low-saturation colours blended by smooth noise."""
+    bg_a = hsv_to_rgb(rng.random(), rng.uniform(0.05, 0.5), rng.uniform(0.4, 0.95))
+    bg_b = hsv_to_rgb(rng.random(), rng.uniform(0.05, 0.5), rng.uniform(0.3, 0.9))
+    mix = smooth_noise(size, int(rng.integers(2, 6)), rng)[..., None]
+    return bg_a[None, None] * mix + bg_b[None, None] * (1 - mix)
+
+
 def render(spec: SyntheticSpec, split: str, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]]:
     """Render one image. Returns (rgb uint8 HxWx3, label uint8 HxW, context uint8 HxW, classes)."""
     rng = np.random.default_rng([spec.seed, SPLIT_CODES[split], index])
     plan = _plan(spec, split, index, rng)
     h, w = (int(v) for v in rng.integers(spec.min_size, spec.max_size + 1, size=2))
     size = (h, w)
-    bg_a = hsv_to_rgb(rng.random(), rng.uniform(0.05, 0.5), rng.uniform(0.4, 0.95))
-    bg_b = hsv_to_rgb(rng.random(), rng.uniform(0.05, 0.5), rng.uniform(0.3, 0.9))
-    mix = smooth_noise(size, int(rng.integers(2, 6)), rng)[..., None]
-    img = bg_a[None, None] * mix + bg_b[None, None] * (1 - mix)
+    img = background(size, rng)
     label = np.zeros(size, np.uint8)
     context = np.zeros(size, np.uint8)
 
