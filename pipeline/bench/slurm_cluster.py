@@ -75,7 +75,7 @@ GresTypes=gpu
 AccountingStorageType=accounting_storage/none
 JobCompType=jobcomp/none
 JobAcctGatherType=jobacct_gather/none
-MinJobAge=300
+MinJobAge=3600
 ReturnToService=2
 StateSaveLocation={self.root / 'state'}
 SlurmdSpoolDir={self.root / 'spool'}
@@ -172,7 +172,8 @@ PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP
         self._restore_system_config()
 
     def jobs(self) -> list[dict[str, str]]:
-        """All jobs the controller still remembers (MinJobAge=300 keeps finished ones)."""
+        """All jobs the controller still remembers (MinJobAge=3600 keeps finished ones: the whole tiny
+        DAG through SLURM takes longer than the default 300 s, which dropped its first jobs)."""
         out = subprocess.run(["scontrol", "show", "job", "-o"], capture_output=True, text=True,
                              env=dict(os.environ, **self.env())).stdout
         jobs = []
