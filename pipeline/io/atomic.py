@@ -16,8 +16,9 @@ import re
 import shutil
 import socket
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 from pipeline.errors import PipelineError
 
@@ -102,6 +103,19 @@ def atomic_path(path: str | os.PathLike, *, is_dir: bool = False) -> Iterator[Pa
             raise PipelineError(f"{final}: no space left on the device holding {final.parent} "
                                 f"({type(exc).__name__}: {exc}); free space and rerun") from exc
         raise
+
+
+T = TypeVar("T")
+
+
+def replace_dir(path: str | os.PathLike, write: Callable[[Path], T]) -> T:
+    """Regenerate a whole folder: `write(tmp)` fills a temporary sibling, which then replaces
+    `path` (an earlier folder there is removed first). Returns what `write` returns."""
+    out = Path(path)
+    if out.exists():
+        shutil.rmtree(out)
+    with atomic_path(out, is_dir=True) as tmp:
+        return write(tmp)
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:

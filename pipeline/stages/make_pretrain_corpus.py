@@ -6,13 +6,10 @@ contexts, the context rates measured on the written images).
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
-
 from pipeline.cli import parse_cfg, require, setup_logging, stage_parser
 from pipeline.data.pretrain_corpus import CorpusSpec, generate
 from pipeline.errors import cli_entry
-from pipeline.io.atomic import atomic_path
+from pipeline.io.atomic import replace_dir
 
 
 @cli_entry
@@ -22,11 +19,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     log = setup_logging()
     spec = CorpusSpec.from_config(require(parse_cfg(args.cfg), "pretrain.corpus"))
-    out = Path(args.out)
-    if out.exists():
-        shutil.rmtree(out)
-    with atomic_path(out, is_dir=True) as tmp:
-        manifest = generate(spec, tmp)
+    manifest = replace_dir(args.out, lambda tmp: generate(spec, tmp))
     for split, s in manifest["splits"].items():
         rates = s["context_rates"]
         log.info("%s: %d images of %d classes; P(usual context | class) pooled %.3f; stray context %.3f", split,

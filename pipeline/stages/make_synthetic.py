@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
-
 from pipeline.cli import parse_cfg, setup_logging, stage_parser
 from pipeline.data.synthetic import SyntheticSpec, generate
 from pipeline.errors import cli_entry
-from pipeline.io.atomic import atomic_path
+from pipeline.io.atomic import replace_dir
 
 
 @cli_entry
@@ -18,11 +15,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     log = setup_logging()
     spec = SyntheticSpec.from_config(parse_cfg(args.cfg).get("synthetic", {}))
-    out = Path(args.out)
-    if out.exists():
-        shutil.rmtree(out)
-    with atomic_path(out, is_dir=True) as tmp:
-        stats = generate(spec, tmp)
+    stats = replace_dir(args.out, lambda tmp: generate(spec, tmp))
     for split, s in stats["splits"].items():
         log.info("%s: %d images; P(context|class)=%s; P(partner|class)=%s", split, s["num_images"],
                  s["p_context_given_class"], s["p_partner_given_class"])
