@@ -13,23 +13,18 @@ from __future__ import annotations
 
 import logging
 import time
-from pathlib import Path
 
 from pipeline.cli import gpu_stage_parser, open_indexed, parse, require, run_gpu_job, split_ids
 from pipeline.errors import cli_entry
-from pipeline.io.h5store import ArtifactWriter, fit_scores, merge_shards
+from pipeline.io.h5store import ArtifactWriter, fit_scores, merge_rank_shards, rank_shard_path
 from pipeline.io.progress import progress
 from pipeline.mctformer.cams import multiscale_maps
 from pipeline.mctformer.model import build_mctformer
 from pipeline.runtime.checkpoint import load_final
 from pipeline.runtime.device import select_device, setup_precision
-from pipeline.runtime.distributed import barrier, rank_device, shard_indices
+from pipeline.runtime.distributed import rank_device, shard_indices
 
 log = logging.getLogger("pipeline.stages.make_cam_mctformer")
-
-
-def _shard_path(out: str, rank: int, world: int) -> Path:
-    return Path(out) if world == 1 else Path(out).with_suffix(f".shard{rank}-of-{world}.h5")
 
 
 def _infer(rank: int, world: int, cfg: dict, index_path: str, model_path: str, out: str) -> None:
@@ -45,7 +40,7 @@ def _infer(rank: int, world: int, cfg: dict, index_path: str, model_path: str, o
     mine = [ids[i] for i in shard_indices(len(ids), rank, world)]
     stride = mct["cam_stride"]
     t0 = time.perf_counter()
-    with ArtifactWriter(_shard_path(out, rank, world), "scores", ds.class_names,
+    with ArtifactWriter(rank_shard_path(out, rank, world), "scores", ds.class_names,
                         {"mctformer": mct, "dataset": cfg["dataset"]}) as writer:
         for image_id in progress(mine, f"make_cam_mctformer rank {rank}"):
             img = ds.image(image_id)
@@ -55,12 +50,7 @@ def _infer(rank: int, world: int, cfg: dict, index_path: str, model_path: str, o
             writer.write_scores(image_id, fit_scores(maps, stride), classes, img.shape[:2], stride=stride)
     dt = time.perf_counter() - t0
     log.info("rank %d: %d images in %.1fs (%.2f images/s)", rank, len(mine), dt, len(mine) / max(dt, 1e-9))
-    if world > 1:
-        barrier()
-        if rank == 0:
-            merge_shards([_shard_path(out, r, world) for r in range(world)], out)
-            for r in range(world):
-                _shard_path(out, r, world).unlink()
+    merge_rank_shards([out], rank, world)
 
 
 @cli_entry

@@ -20,20 +20,19 @@ from __future__ import annotations
 
 import logging
 import time
-from pathlib import Path
 
 import torch
 
 from pipeline.cli import gpu_stage_parser, open_indexed, parse, require, run_gpu_job, split_ids
 from pipeline.errors import PipelineError, cli_entry
-from pipeline.io.h5store import ArtifactReader, ArtifactWriter, merge_shards
+from pipeline.io.h5store import ArtifactReader, ArtifactWriter, merge_rank_shards, rank_shard_path
 from pipeline.io.progress import progress
 from pipeline.irn.affinity import random_walk, walk_to_mask
 from pipeline.irn.edge import EdgeDisplacementNet, check_grid, create_irn_backbone, edge_map
 from pipeline.irn.psa import psa_mask
 from pipeline.runtime.checkpoint import load_final
 from pipeline.runtime.device import select_device
-from pipeline.runtime.distributed import barrier, rank_device, shard_indices
+from pipeline.runtime.distributed import rank_device, shard_indices
 
 log = logging.getLogger("pipeline.stages.make_sem_seg_labels")
 
@@ -59,7 +58,7 @@ def _infer(rank: int, world: int, cfg: dict, index_path: str, model_path: str, c
     cams = ArtifactReader(cams_path, expect="scores")
     ids = split_ids(index, "train", "eval")
     mine = [ids[i] for i in shard_indices(len(ids), rank, world)]
-    target = Path(out) if world == 1 else Path(out).with_suffix(f".shard{rank}-of-{world}.h5")
+    target = rank_shard_path(out, rank, world)
     provenance = {"irn": irn, "cams": cams_path, "model": model_path, "dataset": cfg["dataset"], "recipe": recipe}
     labels = "random_walk" if recipe == "irn" else f"random_walk_{recipe}"
     t0 = time.perf_counter()
@@ -85,13 +84,7 @@ def _infer(rank: int, world: int, cfg: dict, index_path: str, model_path: str, c
     dt = time.perf_counter() - t0
     log.info("%s rank %d: %d random-walk masks in %.1fs (%.2f images/s)", method, rank, len(mine), dt,
              len(mine) / max(dt, 1e-9))
-    if world > 1:
-        barrier()
-        if rank == 0:
-            shards = [Path(out).with_suffix(f".shard{r}-of-{world}.h5") for r in range(world)]
-            merge_shards(shards, out)
-            for s in shards:
-                s.unlink()
+    merge_rank_shards([out], rank, world)
 
 
 @cli_entry
