@@ -148,12 +148,28 @@ def test_cache_key_equal_config_same_path_changed_config_new_path():
     assert _paths(_config(pretrain__cache_dir="/scratch/pc"))[1]["cam"].startswith("/scratch/pc/resnet18-")
 
 
+def test_mctformer_shares_seco_vit_and_irn_pretrains_only_its_own_backbone():
+    cfg = _config(mctformer__pretrained=cache.PRETRAIN, irn__pretrained=cache.PRETRAIN)
+    cfg["mctformer"]["backbone_kwargs"] = dict(cfg["seco"]["backbone_kwargs"])
+    jobs = cache.resolve(cfg, "/repo", "corpus-code", "pretrain-code")
+    # the same ViT and kwargs: one pretraining serves SeCo and MCTformer (and mctformer_csd)
+    assert cfg["mctformer"]["pretrained"] == cfg["seco"]["pretrained"]
+    # irn builds on the trained CAM classifier by default: nothing to pretrain, the value is unread
+    assert cfg["irn"]["pretrained"] == cache.PRETRAIN and len(jobs) == 2
+    cfg = _config(irn__pretrained=cache.PRETRAIN, irn__backbone_from="pretrained")
+    jobs = cache.resolve(cfg, "/repo", "corpus-code", "pretrain-code")
+    assert "/resnet50-" in cfg["irn"]["pretrained"] and len(jobs) == 3  # IRN's own frozen ResNet-50
+    cfg = _config(irn__pretrained=cache.PRETRAIN, irn__backbone_from="pretrained", irn__backbone="resnet18")
+    cache.resolve(cfg, "/repo", "corpus-code", "pretrain-code")
+    assert cfg["irn"]["pretrained"] == cfg["cam"]["pretrained"]
+
+
 def test_only_the_sections_with_pretrain_rules_may_ask_for_it():
     from pipeline.config_checks import check_config
 
     cfg = _config()
-    cfg["irn"]["pretrained"] = cache.PRETRAIN
-    with pytest.raises(PipelineError, match="irn.pretrained"):
+    cfg["report"]["pretrained"] = cache.PRETRAIN
+    with pytest.raises(PipelineError, match="report.pretrained"):
         check_config(cfg)
     cfg = copy.deepcopy(DEFAULTS)
     assert cache.resolve(cfg, "/repo") == {} and cfg == DEFAULTS
@@ -261,6 +277,22 @@ def test_dag_pretrains_under_the_preset_only_and_once_per_cache(tmp_path):
     seed.write_text("seed: 1\n")
     counts = _dry_run(tmp_path / "b", REPO / "configs/pretrained.yaml", cache_cfg, seed)
     assert "pretrain" not in counts and "make_pretrain_corpus" not in counts and counts["train_cam"] == 1
+
+
+def test_all_methods_in_the_pretrained_regime_start_mctformer_from_the_vit_pretraining(tmp_path):
+    cache_cfg = tmp_path / "cache.yaml"
+    cache_cfg.write_text(yaml.safe_dump({"pretrain": {"cache_dir": str(tmp_path / "cache")}}))
+    p = subprocess.run(["snakemake", "-n", "-p", "--directory", str(tmp_path / "a"), "--configfile",
+                        str(REPO / "configs/all_methods.yaml"), str(REPO / "configs/pretrained.yaml"), str(cache_cfg)],
+                       capture_output=True, text=True, cwd=REPO, env=tool_env())
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    # train_seco, train_mctformer and train_mctformer_csd all read the one ViT weight file
+    files = {}
+    for rule in ("train_seco", "train_mctformer", "train_mctformer_csd"):
+        inputs = p.stdout.split(f"rule {rule}:", 1)[1].split("input:", 1)[1].split("\n", 1)[0]
+        files[rule] = [w.strip(",") for w in inputs.split() if w.strip(",").endswith(cache.WEIGHTS)]
+    assert len({tuple(f) for f in files.values()}) == 1 and len(files["train_seco"]) == 1, files
+    assert "/vit_tiny_patch16_224-" in files["train_seco"][0]
 
 
 def _code(module):

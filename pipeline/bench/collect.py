@@ -127,3 +127,32 @@ def quality(run: Path) -> dict[str, Any]:
     if seco_infer.exists():
         out["seco_cache"] = read_json(seco_infer)
     return out
+
+
+def pretraining(cfg: dict) -> dict[str, dict[str, Any]]:
+    """Per pretraining job the config asks for (`pretrained: pretrain`): its held-out accuracy on the
+    corpus and its training seconds, read from the shared cache (the job may have run in another run
+    directory, or in none of this benchmark's). {} in the from-scratch regime."""
+    import copy
+
+    from pipeline.pretrain import cache
+    from pipeline.provenance import stage_code_hash
+
+    root = Path(__file__).resolve().parents[2]
+    codes = [stage_code_hash(f"pipeline.stages.{m}", str(root / "pipeline")) for m in ("make_pretrain_corpus", "pretrain")]
+    jobs = cache.resolve(copy.deepcopy(cfg), root, *codes)
+    out: dict[str, dict[str, Any]] = {}
+    for name, job in jobs.items():
+        folder = Path(job["weights"]).parent
+        rec: dict[str, Any] = {"sections": job["sections"], "seconds": None, "top1": None, "top5": None}
+        metrics = folder / cache.RUN / "metrics.csv"
+        if metrics.exists():
+            with metrics.open() as fh:
+                rows = list(csv.DictReader(fh))
+            rec["seconds"] = float(rows[-1]["seconds"]) if rows else None
+        if (folder / cache.EVAL).exists():
+            ev = read_json(folder / cache.EVAL)
+            rec.update(top1=ev.get("top1"), top5=ev.get("top5"), num_classes=ev.get("num_classes"),
+                       iterations=ev.get("iterations"))
+        out[name] = rec
+    return out

@@ -29,13 +29,12 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from pipeline.bench.measure import Preset, snakemake_command
 from pipeline.cli import setup_logging
 from pipeline.errors import PipelineError, cli_entry
 from pipeline.eval.metrics import write_summary
 
 log = logging.getLogger("pipeline.bench.faults")
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 @dataclass(frozen=True)
@@ -102,19 +101,12 @@ def _armed(run: Path, pending: list[Fault], grace: float) -> tuple[Fault, int] |
     return None
 
 
-def _snakemake(run: Path, preset: Path | None, cores: int, seed: int | None, *extra: str) -> list[str]:
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(run),
-           "--cores", str(cores), *extra]
-    cmd += ["--config", f"seed={seed}"] if seed is not None else []
-    return cmd + (["--configfile", str(preset.resolve())] if preset else [])
-
-
-def inject(run: Path, preset: Path | None, cores: int = 2, grace: float = 4.0, seed: int | None = None,
+def inject(run: Path, preset: Preset, cores: int = 2, grace: float = 4.0, seed: int | None = None,
            max_launches: int = 40) -> dict:
     """Run the DAG in `run` under the fault schedule until it completes; the faults injected."""
     pending, injected = list(FAULTS), []
     for _ in range(max_launches):
-        proc = subprocess.Popen(_snakemake(run, preset, cores, seed, "--rerun-incomplete"), stdout=subprocess.DEVNULL,
+        proc = subprocess.Popen(snakemake_command(run, preset, seed, cores, "--rerun-incomplete"), stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL, start_new_session=True)
         fired = None
         while proc.poll() is None:
@@ -140,7 +132,7 @@ def inject(run: Path, preset: Path | None, cores: int = 2, grace: float = 4.0, s
                 raise PipelineError(f"{run}: snakemake failed (exit {rc}) without an injected fault")
             return {"injected": injected, "not_reached": [f.name for f in pending]}
         if fired.kill == "snakemake":  # the README's step after a killed Snakemake
-            subprocess.run(_snakemake(run, preset, cores, seed, "--unlock"), check=True, capture_output=True)
+            subprocess.run(snakemake_command(run, preset, seed, cores, "--unlock"), check=True, capture_output=True)
     raise PipelineError(f"{run}: the DAG did not complete within {max_launches} launches")
 
 
@@ -186,7 +178,7 @@ def compare(reference: Path, run: Path) -> list[str]:
     return bad + [f"leftover {e}" for e in extra]
 
 
-def campaign(reference: Path, run: Path, preset: Path | None, cores: int = 2, grace: float = 4.0,
+def campaign(reference: Path, run: Path, preset: Preset, cores: int = 2, grace: float = 4.0,
              faults_seed: int | None = None) -> dict:
     """Inject the faults into a run of `preset` in `run`, then compare it with `reference`."""
     t0 = time.perf_counter()

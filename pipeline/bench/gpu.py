@@ -47,6 +47,7 @@ from pipeline.data.index import load_index
 from pipeline.errors import PipelineError, cli_entry
 from pipeline.io.atomic import write_text_atomic
 from pipeline.irn.train import build_cam_net
+from pipeline.pretrain.cache import SECTIONS as PRETRAINED_SECTIONS
 from pipeline.rules import stage_cfg
 from pipeline.runtime.checkpoint import save_final
 from pipeline.runtime.lease import GpuLease
@@ -77,8 +78,8 @@ def bench_config(tiny: bool, device: str, iters: int, images: int, work: Path) -
     cfg["dataset"] = {"kind": "synthetic" if tiny else "voc", "root": str(work / "VOC2012"), "split_dir": None,
                       "splits": {"train": "train", "eval": "train"}}
     cfg["runtime"] = {"device": device, "amp": "off"}
-    for section in ("cam", "seco", "deeplab"):
-        cfg[section]["pretrained"] = None  # no downloads; the timings do not depend on the weights
+    for section in PRETRAINED_SECTIONS:
+        cfg[section]["pretrained"] = None  # no downloads, no pretraining; the timings do not depend on the weights
     seco = cfg["seco"]
     seco.update(iterations=iters, ckpt_every=iters)
     seco["schedule"] = {**seco["schedule"], "ptc_after": -1, "contrast_after": 0, "seg_after": 0,

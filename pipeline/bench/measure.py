@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,14 +30,30 @@ REPO = Path(__file__).resolve().parents[2]
 _CRF_RATE = re.compile(r"(\d+) images in ([\d.]+)s on (\d+) process\(es\): ([\d.]+) images/s")
 
 
-def merged_config(preset: Path | None, seed: int) -> dict:
-    """config.yaml updated by the preset the way `snakemake --configfile` does (nested keys)."""
+# A preset: the config files given after config.yaml, in order (none: config.yaml alone).
+Preset = Path | Sequence[Path] | None
+
+
+def preset_files(preset: Preset) -> list[Path]:
+    if preset is None:
+        return []
+    return [preset] if isinstance(preset, Path) else list(preset)
+
+
+def configfile_args(preset: Preset) -> list[str]:
+    """`--configfile A B`: each file updates the config in order, as `merged_config` does."""
+    files = preset_files(preset)
+    return ["--configfile", *(str(f.resolve()) for f in files)] if files else []
+
+
+def merged_config(preset: Preset, seed: int) -> dict:
+    """config.yaml updated by the preset's files the way `snakemake --configfile` does (nested keys)."""
     cfg = yaml.safe_load((REPO / "config.yaml").read_text())
-    if preset is not None:
+    for path in preset_files(preset):
         try:
-            _update(cfg, yaml.safe_load(preset.read_text()) or {})
+            _update(cfg, yaml.safe_load(path.read_text()) or {})
         except (OSError, yaml.YAMLError) as exc:
-            raise PipelineError(f"{preset}: cannot read the preset ({exc})") from exc
+            raise PipelineError(f"{path}: cannot read the preset ({exc})") from exc
     cfg["seed"] = seed
     return cfg
 
@@ -49,24 +66,25 @@ def _update(base: dict, new: dict) -> None:
             base[k] = v
 
 
-def snakemake_command(run: Path, preset: Path | None, seed: int, cores: int) -> list[str]:
+def snakemake_command(run: Path, preset: Preset, seed: int | None, cores: int, *extra: str) -> list[str]:
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(run),
-           "--cores", str(cores), "--config", f"seed={seed}"]
-    return cmd + (["--configfile", str(preset.resolve())] if preset is not None else [])
+           "--cores", str(cores), *extra]
+    cmd += ["--config", f"seed={seed}"] if seed is not None else []
+    return cmd + configfile_args(preset)
 
 
-def timed_dag(run: Path, preset: Path | None, seed: int, cores: int) -> dict[str, Any]:
+def timed_dag(run: Path, preset: Preset, seed: int, cores: int) -> dict[str, Any]:
     """Run the whole default DAG in `run`; wall time and the number of jobs Snakemake ran."""
     run.mkdir(parents=True, exist_ok=True)
     return timed_snakemake(run, preset, seed, cores, "bench_snakemake.log")
 
 
-def noop_rerun(run: Path, preset: Path | None, seed: int, cores: int) -> dict[str, Any]:
+def noop_rerun(run: Path, preset: Preset, seed: int, cores: int) -> dict[str, Any]:
     """The same Snakemake command again on the finished run: seconds and jobs scheduled."""
     return timed_snakemake(run, preset, seed, cores, "bench_noop.log")
 
 
-def timed_snakemake(run: Path, preset: Path | None, seed: int, cores: int, log_name: str) -> dict[str, Any]:
+def timed_snakemake(run: Path, preset: Preset, seed: int, cores: int, log_name: str) -> dict[str, Any]:
     cmd = snakemake_command(run, preset, seed, cores)
     log.info("snakemake in %s: %s", run, " ".join(cmd))
     t0 = time.perf_counter()

@@ -1,6 +1,8 @@
 """Benchmark command: run the DAG per config and seed, measure, write docs/BENCHMARKS.md.
 
-    python -m pipeline.bench.run                      # = --preset default --preset configs/bench.yaml:0 --seeds 0 1 2
+    python -m pipeline.bench.run                      # both presets x both regimes x seeds 0 1 2:
+        # --preset default --preset configs/pretrained.yaml --preset configs/bench.yaml
+        # --preset configs/bench.yaml+configs/pretrained.yaml --seeds 0 1 2
 
 For each preset (`default` = config.yaml alone) and seed, the whole default DAG runs in its own
 Snakemake working directory `<workdir>/<preset>/seed<N>` (the dataset is the same for every
@@ -37,6 +39,8 @@ from pipeline.io.atomic import write_text_atomic
 
 log = logging.getLogger("pipeline.bench")
 
+# Both presets in both regimes: from scratch (config.yaml) and the papers' (pretrained weights).
+DEFAULT_PRESETS = ("default", "configs/pretrained.yaml", "configs/bench.yaml", "configs/bench.yaml+configs/pretrained.yaml")
 # The measurements made on each preset's first seed's run (bench_measurements.json), by key.
 MEASUREMENTS = ("noop", "crf", "cam_cache")
 
@@ -50,16 +54,20 @@ def split_preset(arg: str, seeds: list[int]) -> tuple[str, list[int]]:
 
 
 def preset_name(preset: str) -> str:
-    return "default" if preset == "default" else Path(preset).stem
+    """`default`, a file's stem, or the stems joined by `+` (`configs/bench.yaml+configs/pretrained.yaml`:
+    `bench+pretrained`, the bench preset in the pretrained regime)."""
+    return "default" if preset == "default" else "+".join(Path(p).stem for p in preset.split("+"))
 
 
-def preset_path(preset: str) -> Path | None:
+def preset_paths(preset: str) -> list[Path]:
+    """The config files of a preset, applied in order over config.yaml (none for `default`)."""
     if preset == "default":
-        return None
-    path = Path(preset)
-    if not path.is_file():
-        raise PipelineError(f"--preset {preset}: no such file")
-    return path
+        return []
+    paths = [Path(p) for p in preset.split("+")]
+    for path in paths:
+        if not path.is_file():
+            raise PipelineError(f"--preset {preset}: no such file {path}")
+    return paths
 
 
 def machine() -> dict[str, Any]:
@@ -85,7 +93,7 @@ def machine() -> dict[str, Any]:
 
 
 def bench_preset(preset: str, seeds: list[int], args: argparse.Namespace) -> dict[str, Any]:
-    name, path = preset_name(preset), preset_path(preset)
+    name, path = preset_name(preset), preset_paths(preset)
     out: dict[str, Any] = {"preset": preset, "seeds": {}}
     # Absolute: the measurements run stage commands inside the run directory.
     root = Path(args.workdir).resolve() / name
@@ -132,14 +140,15 @@ def bench_preset(preset: str, seeds: list[int], args: argparse.Namespace) -> dic
         out["faults"] = json.loads(faults_json.read_text())
     out.update(extra)
     out["storage"] = collect.storage(first)
+    out["pretraining"] = collect.pretraining(cfg)
     return out
 
 
 @cli_entry
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", action="append", help="config preset over config.yaml, or 'default'; PATH:0,1 gives "
-                   "it its own seeds (repeatable; default: 'default' with --seeds and configs/bench.yaml:0)")
+    p.add_argument("--preset", action="append", help="config preset over config.yaml, or 'default'; A+B applies two files in order; PATH:0,1 gives "
+                   "it its own seeds (repeatable; default: both presets in both regimes, DEFAULT_PRESETS)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds (config key `seed`)")
     p.add_argument("--cores", type=int, default=2)
     p.add_argument("--workdir", default="results/bench")
@@ -161,7 +170,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     args.skip_dag = args.skip_dag or bool(args.remeasure)
     setup_logging()
-    presets = args.preset or ["default", "configs/bench.yaml:0"]
+    presets = args.preset or list(DEFAULT_PRESETS)
     bench_json = Path(args.workdir) / "bench.json"
     if args.render_only and bench_json.exists():
         figures = json.loads(bench_json.read_text())

@@ -1,6 +1,6 @@
 """Where pretrained weights live, and which pretraining a config asks for: one job per distinct pretraining.
 
-A section with a backbone (`cam`, `seco`, `deeplab`) asks for the pretrain stage's weights with
+A section with a backbone (`cam`, `seco`, `deeplab`, `mctformer`, `irn`) asks for the pretrain stage's weights with
 `pretrained: pretrain`. The workflow (common.smk) calls `resolve` once when the DAG is built: it
 replaces that value by the weight file's absolute path, so every stage loads it through the same
 `pretrained: <file>` path as real ImageNet weights (pipeline/backbones.py), and the methods get no
@@ -31,7 +31,9 @@ from pathlib import Path
 from pipeline.errors import PipelineError
 
 PRETRAIN = "pretrain"  # the `<section>.pretrained` value that asks for the pretrain stage's weights
-SECTIONS = ("cam", "seco", "deeplab")  # sections whose training rules depend on the pretrain job
+# Sections whose training rules depend on the pretrain job. mctformer's weights also start
+# mctformer_csd; irn's are read only with `irn.backbone_from: pretrained` (IRN's frozen ResNet).
+SECTIONS = ("cam", "seco", "deeplab", "mctformer", "irn")
 WEIGHTS = "model.safetensors"
 EVAL = "eval.json"
 RUN = "run"
@@ -99,11 +101,16 @@ def weight_path(cache: Path, backbone: str, key: str) -> Path:
     return cache / f"{backbone}-{key}" / WEIGHTS
 
 
+def _reads_weights(config: dict, section: str) -> bool:
+    """IRN builds on the CAM classifier unless `irn.backbone_from: pretrained`: then nothing to pretrain."""
+    return section != "irn" or config["irn"].get("backbone_from") == "pretrained"
+
+
 def resolve(config: dict, basedir: str | os.PathLike, corpus_code: str = "", pretrain_code: str = "") -> dict:
     """Replace every `<section>.pretrained: pretrain` by its weight file's path (in place) and
     return the jobs: {"<backbone>-<key>": {"spec", "sections", "weights", "corpus"}} ({} when
     nothing asks for pretraining). Sections with equal specs share one job."""
-    wanted = [s for s in SECTIONS if (config.get(s) or {}).get("pretrained") == PRETRAIN]
+    wanted = [s for s in SECTIONS if (config.get(s) or {}).get("pretrained") == PRETRAIN and _reads_weights(config, s)]
     for section in config:
         if section not in SECTIONS and isinstance(config[section], dict) and config[section].get("pretrained") == PRETRAIN:
             raise PipelineError(f"config key {section}.pretrained: {PRETRAIN!r} is supported for "

@@ -14,7 +14,7 @@
 IRN_TRAIN_INPUTS = {
     m: {"index": INDEX, "ir_labels": f"results/masks/{m}/crf.h5"}
     | ({"cam_model": f"results/cam/{m if RW_RECIPE[m] == 'irn' else 'baseline'}/model_final.pth"}
-       if config["irn"]["backbone_from"] == "cam_model" else {})
+       if config["irn"]["backbone_from"] == "cam_model" else {"pretrained": pretrained_input("irn")})
     for m in RW_METHODS
 }
 RW_CAMS = {m: f"results/cam/{m}/{'cams_strided.h5' if RW_RECIPE[m] == 'irn' else 'cams.h5'}" for m in RW_METHODS}

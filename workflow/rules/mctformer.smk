@@ -10,6 +10,7 @@
 rule train_mctformer:
     input:
         index="results/dataset/index.json",
+        pretrained=pretrained_input("mctformer"),  # the pretrain job's weights (mctformer.pretrained: pretrain), else none
     output:
         "results/cam/mctformer/model_final.pth",
     log:
@@ -44,6 +45,7 @@ rule train_mctformer_csd:
     input:
         index="results/dataset/index.json",
         masks=MCT_CSD_SOURCE_MASKS[config["mctformer_csd"]["source_masks"]],
+        pretrained=pretrained_input("mctformer"),  # the same starting weights as train_mctformer
     output:
         "results/cam/mctformer_csd/model_final.pth",
     log:
