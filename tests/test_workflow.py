@@ -159,6 +159,27 @@ def test_killed_and_rerun_dag_equals_an_uninterrupted_run(tiny_run, tmp_path):
     assert f"faults survived: {result['faults']} of {result['faults']}" in text and "all equal" in text
 
 
+def test_threshold_sweep_on_the_training_split_matches_eval_masks(tiny_run, tmp_path):
+    """At the config's own thresholds the sweep scores exactly what eval_masks wrote; other pairs differ."""
+    work, cfg = tiny_run
+    out = tmp_path / "sweep.json"
+    p = subprocess.run(["python", "-m", "pipeline.bench.thresholds", "--run", str(work), "--method", "baseline",
+                        "--preset", str(cfg), "--fg", "0.3", "0.9", "--bg", "0.05", "--processes", "1",
+                        "--out", str(out)], capture_output=True, text=True, cwd=REPO, env=tool_env())
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    sweep = json.loads(out.read_text())
+    ref = json.loads((work / "results/masks/baseline/eval_masks.json").read_text())
+    at = {(r["fg_threshold"], r["bg_threshold"]): r for r in sweep["pairs"]}
+    assert set(at) == {(0.3, 0.05), (0.9, 0.05)}
+    assert at[0.3, 0.05]["mask_miou"] == pytest.approx(ref["raw"]["miou"], abs=1e-12)
+    assert at[0.3, 0.05]["mask_crf_miou"] == pytest.approx(ref["crf"]["miou"], abs=1e-12)
+    assert at[0.9, 0.05]["mask_miou"] != at[0.3, 0.05]["mask_miou"]
+    assert sweep["best"] in sweep["pairs"] and sweep["seed_sweep"]["best_threshold"] is not None
+    p = subprocess.run(["python", "-m", "pipeline.bench.thresholds", "--run", str(tmp_path), "--method", "baseline",
+                        "--out", str(tmp_path / "x.json")], capture_output=True, text=True, cwd=REPO, env=tool_env())
+    assert p.returncode != 0 and "cams.h5" in p.stderr and not (tmp_path / "x.json").exists()
+
+
 def test_benchmark_document_from_finished_run(tiny_run, tmp_path):
     """The benchmark command on a finished run: no-op rerun, CRF on 1 and 2 processes, CAM cache check, document."""
     work, cfg = tiny_run
