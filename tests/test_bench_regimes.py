@@ -96,3 +96,24 @@ def test_regime_goals_compare_with_the_baseline_beyond_the_seed_spread():
     assert rows["csd above baseline on seed mIoU by > the std over seeds"] == "**missed**"
     text = "\n".join(quality_section("pretrained", p))
     assert "Pretrained weights `resnet18-x` (cam): held-out top-1 0.700" in text
+
+
+def test_both_regimes_side_by_side_stage_by_stage():
+    from pipeline.bench.document import regime_section, render
+
+    scratch = {"seeds": {"0": _seed(_rows(0.20, 0.25), 600.0, False)}}
+    pre = {"seeds": {"0": _seed(_rows(0.30, 0.40), 600.0, False), "1": _seed(_rows(0.32, 0.38), 600.0, False)}}
+    figures = {"presets": {"default": scratch, "pretrained": pre, "bench": scratch},
+               "preset_order": ["default", "pretrained", "bench"]}
+    text = "\n".join(regime_section(figures))
+    assert "`default` (from scratch) against `pretrained`" in text and "`bench` (from scratch)" not in text
+    # csd seeds: 0.25 from scratch -> 0.39 pretrained; the baseline's pretrained mean is 0.31
+    assert "| csd | 0.250 → 0.390 | +0.080 |" in text
+    assert "| baseline | 0.200 → 0.310 | – |" in text
+    figures["presets"]["bench+pretrained"] = pre
+    figures["preset_order"].append("bench+pretrained")
+    assert "`bench` (from scratch) against `bench+pretrained`" in "\n".join(regime_section(figures))
+    assert regime_section({"presets": {"default": scratch}, "preset_order": ["default"]}) == []
+    assert "## Both regimes" not in render({"presets": {}, "preset_order": [], "machine": {
+        "cpu": "x", "cores": 2, "memory_gib": 1.0, "os": "y", "python": "3", "torch": "2", "torch_threads": 2,
+        "cuda": None, "date": "d"}, "command": "c"})

@@ -408,6 +408,53 @@ def slurm_section(figures: dict) -> list[str]:
     return out
 
 
+# The pretrained regime of each preset: `pretrained` is config.yaml's (the `default` preset's).
+REGIME_STAGES = (("seed_miou", "seed"), ("mask_crf_miou", "mask+CRF"), ("val_crf_miou", "final+CRF"))
+
+
+def _regime_pairs(figures: dict) -> list[tuple[str, str]]:
+    names = [n for n, _ in _presets(figures)]
+    pairs = []
+    for name in names:
+        parts = name.split("+")
+        if parts[-1] != "pretrained":
+            continue
+        scratch = "+".join(parts[:-1]) or "default"
+        if scratch in names:
+            pairs.append((scratch, name))
+    return pairs
+
+
+def regime_section(figures: dict) -> list[str]:
+    """Both regimes side by side, stage by stage: where pretraining helps, and where each method
+    gains or loses against the baseline (seed -> mask after the CRF -> final after the CRF)."""
+    out: list[str] = []
+    for scratch, pre in _regime_pairs(figures):
+        a, b = figures["presets"][scratch], figures["presets"][pre]
+        methods = [m for m in methods_of(b) if m in methods_of(a)]
+        out += [f"### Regimes: `{scratch}` (from scratch) against `{pre}` (pretrained)", "",
+                "Mean over each preset's seeds; Δ base = the method minus the baseline in the same run (the "
+                "stage where a method gains or loses against the CAM baseline it improves on).", ""]
+        rows = []
+        for m in methods:
+            row = [m]
+            for k, _ in REGIME_STAGES:
+                va = _mean([s["quality"]["rows"][m].get(k) for s in _seeds(a)])
+                vb = _mean([s["quality"]["rows"][m].get(k) for s in _seeds(b)])
+                row.append(f"{_fmt(va, 3)} → {_fmt(vb, 3)}")
+                if "baseline" in methods and m not in ("baseline", "gt"):
+                    base = _mean([s["quality"]["rows"]["baseline"].get(k) for s in _seeds(b)])
+                    row.append("–" if vb is None or base is None else f"{vb - base:+.3f}")
+                else:
+                    row.append("–")
+            rows.append(row)
+        header = ["method"]
+        for _, label in REGIME_STAGES:
+            header += [f"{label}", f"{label} Δ base (pretrained)"]
+        out += _table(header, rows)
+    return out
+
+
 def render(figures: dict) -> str:
     m = figures["machine"]
     out = ["# Benchmarks", "",
@@ -421,6 +468,9 @@ def render(figures: dict) -> str:
     out += ["## Quality", ""]
     for name, p in _presets(figures):
         out += quality_section(name, p)
+    regimes = regime_section(figures)
+    if regimes:
+        out += ["## Both regimes", "", *regimes]
     out += ["## Speed", ""]
     for name, p in _presets(figures):
         out += speed_section(name, p)
