@@ -301,9 +301,9 @@ def _budget_goals(name: str, p: dict, cores: int) -> list[list[str]]:
         rows.append([f"`{name}` DAG ≤ 20 min on {cores} CPU cores, pretraining included (a fresh cache)",
                      ", ".join(f"{w / 60:.1f} min" for w in fresh), _met(max(fresh) <= 1200)])
     elif cached and pre_s is not None:
-        total = min(cached) + pre_s
+        total = max(cached) + pre_s  # the slowest cached run plus the pretraining jobs' own training seconds
         rows.append([f"`{name}` DAG ≤ 20 min on {cores} CPU cores, pretraining included",
-                     f"{total / 60:.1f} min ({min(cached) / 60:.1f} + pretraining {pre_s / 60:.1f}, its own metrics)",
+                     f"{total / 60:.1f} min ({max(cached) / 60:.1f} + pretraining {pre_s / 60:.1f}, its own metrics)",
                      _met(total <= 1200)])
     return rows
 
