@@ -135,12 +135,12 @@ def pretraining(cfg: dict) -> dict[str, dict[str, Any]]:
     directory, or in none of this benchmark's). {} in the from-scratch regime."""
     import copy
 
+    from pipeline.bench.measure import REPO
     from pipeline.pretrain import cache
     from pipeline.provenance import stage_code_hash
 
-    root = Path(__file__).resolve().parents[2]
-    codes = [stage_code_hash(f"pipeline.stages.{m}", str(root / "pipeline")) for m in ("make_pretrain_corpus", "pretrain")]
-    jobs = cache.resolve(copy.deepcopy(cfg), root, *codes)
+    codes = [stage_code_hash(f"pipeline.stages.{m}", str(REPO / "pipeline")) for m in ("make_pretrain_corpus", "pretrain")]
+    jobs = cache.resolve(copy.deepcopy(cfg), REPO, *codes)
     out: dict[str, dict[str, Any]] = {}
     for name, job in jobs.items():
         folder = Path(job["weights"]).parent
