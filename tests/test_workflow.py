@@ -209,3 +209,16 @@ def test_benchmark_document_from_finished_run(tiny_run, tmp_path):
     subprocess.run(["python", "-m", "pipeline.bench.run", "--render-only", "--workdir", str(bench), "--out", str(again)],
                    check=True, capture_output=True, cwd=REPO, env=tool_env())
     assert again.read_text() == text
+    # --update: an incremental rerun of the finished run, recorded beside the first timed run (nothing is
+    # out of date here, so 0 jobs), which keeps its wall time.
+    (work / "bench_run.json").write_text(json.dumps({"wall_s": 600.0, "jobs": 50, "command": "snakemake"}))
+    try:
+        p = subprocess.run(["python", "-m", "pipeline.bench.run", "--preset", str(cfg), "--seeds", "0", "--update",
+                            "--no-faults", "--workdir", str(bench), "--out", str(out)],
+                           capture_output=True, text=True, cwd=REPO, env=tool_env())
+        assert p.returncode == 0, p.stderr[-3000:]
+        dag = json.loads((work / "bench_run.json").read_text())
+        assert dag["wall_s"] == 600.0 and [u["jobs"] for u in dag["updates"]] == [0]
+        assert "Updated in place afterwards" in out.read_text() and "10.0 min (50 jobs)" in out.read_text()
+    finally:
+        (work / "bench_run.json").unlink()

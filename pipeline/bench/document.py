@@ -91,6 +91,11 @@ def speed_section(name: str, p: dict) -> list[str]:
     if dags:
         out.append("Whole DAG, wall time per seed: " + ", ".join(f"{d['wall_s'] / 60:.1f} min ({d['jobs']} jobs)"
                                                                  for d in dags) + f". Command: `{dags[0]['command']}`.")
+        updates = [(seed, u) for seed, s in p["seeds"].items() if s.get("dag") for u in s["dag"].get("updates", [])]
+        if updates:
+            out.append("Updated in place afterwards (`--update`, an incremental Snakemake rerun after a config or code "
+                       "change; the quality figures are the updated ones): " + ", ".join(
+                           f"seed {seed} on {u['date']}: {u['jobs']} jobs, {u['wall_s'] / 60:.1f} min" for seed, u in updates) + ".")
     else:
         out.append("Whole DAG wall time: not measured (run directories were reused with `--skip-dag`).")
     out.append("")
