@@ -94,6 +94,10 @@ def test_regime_goals_compare_with_the_baseline_beyond_the_seed_spread():
     rows = {r[0].split(" (`")[0]: r[2] for r in goals({"presets": {"pretrained": p}, "preset_order": ["pretrained"],
                                                        "machine": {"cores": 2}})}
     assert rows["csd above baseline on seed mIoU by > the std over seeds"] == "**missed**"
+    one = {"seeds": {"0": p["seeds"]["0"]}}
+    rows = {r[0].split(" (`")[0]: r[2] for r in goals({"presets": {"pretrained": one}, "preset_order": ["pretrained"],
+                                                       "machine": {"cores": 2}})}
+    assert rows["csd above baseline on seed mIoU by > the std over seeds"] == "– (needs ≥ 2 seeds)"
     text = "\n".join(quality_section("pretrained", p))
     assert "Pretrained weights `resnet18-x` (cam): held-out top-1 0.700" in text
 
