@@ -8,17 +8,26 @@ rerun everything downstream. Unrelated modules do not enter the hash.
 
 The hash is over the AST with docstrings removed, so comments, blank lines and docstring
 edits never cause a rerun. Standard library only: the Snakefile imports this at DAG build.
+Per-file facts (imports, fingerprint) are cached on disk by content hash (see `_facts`).
 """
 
 from __future__ import annotations
 
 import ast
 import hashlib
+import json
+import os
+import sys
+import tempfile
 from functools import cache
 from pathlib import Path
 
 PACKAGE = "pipeline"
 ROOT = Path(__file__).resolve().parent
+# Modules left out of stage hashes: this one only computes the hashes and cannot change an
+# artifact, and every training stage imports it (checkpoint code check), so an edit here would
+# otherwise rerun every training and the shared pretraining.
+NOT_HASHED = frozenset({"provenance.py"})
 
 
 def module_path(name: str, root: Path = ROOT) -> Path | None:
@@ -46,35 +55,84 @@ def _parents(name: str) -> list[str]:
     return [".".join(parts[:i]) for i in range(1, len(parts))]
 
 
-_PARSED: dict[tuple[Path, int, int], ast.Module] = {}
-
-
-def _parse(path: Path) -> ast.Module:
-    """The file's AST, parsed once per process and version of the file: the Snakefile hashes
-    every rule's stage, and the stages share most of their modules (without this, a no-op run
-    spent ~6 of its 9 seconds re-parsing the same files, and so did every SLURM job step)."""
-    st = path.stat()
-    key = (path, st.st_mtime_ns, st.st_size)
-    if key not in _PARSED:
-        _PARSED[key] = ast.parse(path.read_text(), filename=str(path))
-    return _PARSED[key]
-
-
 def direct_imports(path: Path, root: Path = ROOT) -> set[str]:
     """`pipeline` modules a file imports (absolute or relative; `from P import sub` included)."""
-    return set(_direct_imports(path, root, *_stamp(path)))
+    # Filtered at lookup, not cached: whether `from P import x` names a module depends on other files.
+    return {m for m in _facts(path, root)[0] if module_path(m, root) is not None}
 
 
-def _stamp(path: Path) -> tuple[int, int]:
+def source_fingerprint(path: Path, root: Path = ROOT) -> str:
+    """Hash of the code in `path`, insensitive to comments, formatting and docstrings."""
+    return _facts(path, root)[1]
+
+
+# Parsing and dumping the ASTs of ~120 modules took ~2.4 s of every DAG build (a no-op run, and
+# each SLURM job step that checks its checkpoint's code hash). The per-file facts are therefore
+# kept on disk, keyed by the file's content hash, in Python's own (ignored) cache directory; only
+# edited files are parsed again. A stale or unreadable cache is rebuilt, never trusted.
+_CACHE_FORMAT = 1
+_MEMO: dict[tuple[Path, int, int], tuple[frozenset[str], str]] = {}
+_STORES: dict[Path, dict] = {}
+
+
+def _cache_file(root: Path) -> Path:
+    return root / "__pycache__" / f"provenance.{sys.implementation.cache_tag}.json"
+
+
+def _store(root: Path) -> dict:
+    if root not in _STORES:
+        entries: dict = {}
+        try:
+            data = json.loads(_cache_file(root).read_text())
+            if data.get("format") == _CACHE_FORMAT:
+                entries = data["files"]
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            pass
+        _STORES[root] = {"files": entries, "dirty": False}
+    return _STORES[root]
+
+
+def _save(root: Path) -> None:
+    store = _STORES.get(root)
+    if not store or not store["dirty"]:
+        return
+    target = _cache_file(root)
+    try:
+        target.parent.mkdir(exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=target.name, suffix=".tmp")
+        with os.fdopen(fd, "w") as f:
+            json.dump({"format": _CACHE_FORMAT, "files": store["files"]}, f)
+        os.replace(tmp, target)  # concurrent writers: the last complete file wins
+        store["dirty"] = False
+    except OSError:
+        pass  # a read-only checkout still works, only slower
+
+
+def _facts(path: Path, root: Path) -> tuple[frozenset[str], str]:
+    """(every module the file imports, unfiltered; its code fingerprint)."""
     st = path.stat()
-    return st.st_mtime_ns, st.st_size
+    memo_key = (path, st.st_mtime_ns, st.st_size)
+    if memo_key in _MEMO:
+        return _MEMO[memo_key]
+    data = path.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    store = _store(root)
+    key = str(path.relative_to(root))
+    entry = store["files"].get(key)
+    if isinstance(entry, dict) and entry.get("sha256") == digest:
+        facts = frozenset(entry["imports"]), entry["fingerprint"]
+    else:
+        tree = ast.parse(data, filename=str(path))
+        imports = _scan_imports(tree, _module_name(path, root), path.name == "__init__.py")
+        fingerprint = hashlib.sha256(ast.dump(_strip_docstrings(tree), include_attributes=False).encode()).hexdigest()
+        facts = imports, fingerprint
+        store["files"][key] = {"sha256": digest, "imports": sorted(imports), "fingerprint": fingerprint}
+        store["dirty"] = True
+    _MEMO[memo_key] = facts
+    return facts
 
 
-@cache
-def _direct_imports(path: Path, root: Path, _mtime_ns: int, _size: int) -> frozenset[str]:
-    name = _module_name(path, root)
-    is_pkg = path.name == "__init__.py"
-    tree = _parse(path)
+def _scan_imports(tree: ast.Module, name: str, is_pkg: bool) -> frozenset[str]:
     found: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -88,7 +146,7 @@ def _direct_imports(path: Path, root: Path, _mtime_ns: int, _size: int) -> froze
                 mod = node.module or ""
             found.add(mod)
             found.update(f"{mod}.{a.name}" for a in node.names)  # submodules imported by name
-    return frozenset(m for m in found if module_path(m, root) is not None)
+    return frozenset(m for m in found if m.split(".")[0] == PACKAGE)
 
 
 def dependency_files(module: str, root: Path = ROOT) -> list[Path]:
@@ -120,24 +178,15 @@ def _strip_docstrings(tree: ast.AST) -> ast.AST:
     return tree
 
 
-def source_fingerprint(path: Path) -> str:
-    """Hash of the code in `path`, insensitive to comments, formatting and docstrings."""
-    return _source_fingerprint(path, *_stamp(path))
-
-
-@cache
-def _source_fingerprint(path: Path, _mtime_ns: int, _size: int) -> str:
-    # stripping docstrings edits the shared tree in place: harmless to the import scan
-    tree = _strip_docstrings(_parse(path))
-    return hashlib.sha256(ast.dump(tree, include_attributes=False).encode()).hexdigest()
-
-
 @cache
 def stage_code_hash(module: str, root: str | None = None) -> str:
     """Short hash over the fingerprints of `module` and its `pipeline` dependencies."""
     base = Path(root) if root else ROOT
     h = hashlib.sha256()
     for path in dependency_files(module, base):
+        if str(path.relative_to(base)) in NOT_HASHED:
+            continue
         h.update(str(path.relative_to(base)).encode())
-        h.update(source_fingerprint(path).encode())
+        h.update(source_fingerprint(path, base).encode())
+    _save(base)
     return h.hexdigest()[:16]
