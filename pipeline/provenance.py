@@ -58,7 +58,7 @@ def _parents(name: str) -> list[str]:
 
 def direct_imports(path: Path, root: Path = ROOT) -> set[str]:
     """`pipeline` modules a file imports (absolute or relative; `from P import sub` included)."""
-    # Filtered at lookup, not cached: whether `from P import x` names a module depends on other files.
+    # Filtered here, not in the on-disk cache: whether `from P import x` names a module depends on other files.
     return {m for m in _facts(path, root)[0] if module_path(m, root) is not None}
 
 
