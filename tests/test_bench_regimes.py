@@ -25,7 +25,7 @@ def test_stacked_preset_applies_its_files_in_order(tmp_path, monkeypatch):
     paths = preset_paths(BOTH)
     cfg = measure.merged_config(paths, seed=2)
     assert cfg["synthetic"]["num_train"] == 480 and cfg["seco"]["iterations"] == 600  # bench.yaml
-    assert cfg["cam"]["pretrained"] == cache.PRETRAIN and cfg["deeplab"]["lr"] == 0.0025  # pretrained.yaml
+    assert cfg["cam"]["pretrained"] == cache.PRETRAIN and cfg["deeplab"]["class_balance"] == 0.5  # pretrained.yaml
     assert cfg["seed"] == 2
     cmd = measure.snakemake_command(tmp_path, paths, 2, 2)
     i = cmd.index("--configfile")

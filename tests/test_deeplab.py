@@ -9,11 +9,12 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from pipeline.data import open_dataset
 from pipeline.deeplab.data import MaskSource
 from pipeline.deeplab.model import MSC, DeepLab, multiscale_logits, output_size
-from pipeline.deeplab.train import build_optimizer, seg_loss
+from pipeline.deeplab.train import build_optimizer, class_weights, seg_loss
 from pipeline.errors import PipelineError
 from pipeline.io.h5store import ArtifactReader
 from pipeline.runtime.checkpoint import load_final
@@ -205,3 +206,26 @@ def test_v3plus_option_trains_through_the_stage(tiny_synthetic, tmp_path):
                 "--metrics", str(tmp_path / "m.csv")])
     state, meta = load_final(tmp_path / "v3p.pth")
     assert meta["stride"] == 4 and any(k.startswith("head.aspp.") for k in state)
+
+
+def test_class_balance_weights_rare_classes_and_zero_is_plain_cross_entropy():
+    y = torch.zeros(2, 8, 8, dtype=torch.long)
+    y[0, :2, :2] = 3            # 4 of 128 pixels
+    y[1, :, :4] = 1             # 32 pixels
+    y[1, 0, 0] = 255            # ignored: not counted
+    w = class_weights(y, C, 1.0)
+    counts = {0: 92, 1: 31, 3: 4}
+    inv = {c: 127 / n for c, n in counts.items()}
+    mean = sum(inv.values()) / 3
+    for c, v in inv.items():
+        assert w[c].item() == pytest.approx(v / mean, rel=1e-5)
+    assert w[2].item() == 1.0 and torch.equal(class_weights(y, C, 0.0), torch.ones(C))
+    torch.manual_seed(0)
+    logits = torch.randn(2, C, 8, 8)
+    plain = F.cross_entropy(logits, y, ignore_index=255)
+    assert seg_loss(logits, y, "input", 0.0).item() == pytest.approx(plain.item())
+    # the rare class's pixels dominate once balanced: mislabel only them and the loss grows more
+    confident = torch.full((2, C, 8, 8), -10.0).scatter(1, y.clamp(max=C - 1)[:, None], 10.0)
+    wrong_rare = confident.clone()
+    wrong_rare[0, :, :2, :2] = confident[0, :, 4:6, 4:6]
+    assert seg_loss(wrong_rare, y, "input", 1.0) > 5 * seg_loss(wrong_rare, y, "input", 0.0)

@@ -25,14 +25,30 @@ from pipeline.runtime.loader import ResumableLoader
 from pipeline.runtime.train import TrainContext, TrainPlan
 
 
-def seg_loss(logits: torch.Tensor, mask: torch.Tensor, loss_at: str) -> torch.Tensor:
+def class_weights(target: torch.Tensor, num_classes: int, power: float) -> torch.Tensor:
+    """Per-batch inverse class frequency to the power `power`, scaled to mean 1 over the classes
+    present in the batch (absent classes get 1; they weigh nothing). 0 gives all ones."""
+    valid = target[target != IGNORE_INDEX]
+    counts = torch.bincount(valid, minlength=num_classes)[:num_classes].float()
+    present = counts > 0
+    weights = torch.ones(num_classes, device=target.device)
+    if power and present.any():
+        inv = (counts.sum() / counts[present]) ** power
+        weights[present] = inv / inv.mean()
+    return weights
+
+
+def seg_loss(logits: torch.Tensor, mask: torch.Tensor, loss_at: str, class_balance: float = 0.0) -> torch.Tensor:
     """Cross-entropy ignoring 255. kazuto shrinks the labels to the logits (nearest);
-    `input` upsamples the logits to the labels instead."""
+    `input` upsamples the logits to the labels instead. `class_balance` > 0 weights each class
+    by its inverse pixel frequency in the batch to that power (kazuto: 0, plain cross-entropy)."""
     if loss_at == "logits":
         target = F.interpolate(mask[:, None].float(), size=logits.shape[2:], mode="nearest")[:, 0].long()
-        return F.cross_entropy(logits, target, ignore_index=IGNORE_INDEX)
-    up = F.interpolate(logits, size=mask.shape[1:], mode="bilinear", align_corners=False)
-    return F.cross_entropy(up, mask, ignore_index=IGNORE_INDEX)
+    else:
+        logits = F.interpolate(logits, size=mask.shape[1:], mode="bilinear", align_corners=False)
+        target = mask
+    weight = class_weights(target, logits.shape[1], class_balance) if class_balance else None
+    return F.cross_entropy(logits, target, weight=weight, ignore_index=IGNORE_INDEX)
 
 
 def build_optimizer(net: DeepLab, dl: dict, max_iters: int):
@@ -73,7 +89,7 @@ def build(ctx: TrainContext) -> TrainPlan:
             with sync:
                 with autocast(device, amp):
                     outs = model(x)
-                loss = sum(seg_loss(o.float(), y, dl["loss_at"]) for o in outs) / iter_size
+                loss = sum(seg_loss(o.float(), y, dl["loss_at"], dl["class_balance"]) for o in outs) / iter_size
                 loss.backward()
             total += loss.item()
         opt.step()
