@@ -1,14 +1,18 @@
 """The rule table: `RULES` declares, once, which stage module each rule runs and which config sections it reads.
 The rule passes exactly that slice as `--cfg` (so only those keys trigger a rerun) and the
 benchmark builds the same `--cfg` from it. A section may be a dotted path ("masks.methods.baseline")
-to pass one sub-tree. Standard library only: the Snakefile imports this when the DAG is built. It lives outside
-`pipeline.stages` so that editing it does not change every stage's code hash.
+to pass one sub-tree, and "-a.b" drops that sub-tree again (keys only a later stage reads, so
+that changing them does not retrain). Standard library only: the Snakefile imports this when the
+DAG is built. No stage imports it (tests/test_layout.py), so editing the table changes no
+stage's code hash; a changed slice reruns its rule through the `cfg` param.
 """
 
 from __future__ import annotations
 
 import json
 from typing import NamedTuple
+
+from pipeline.config_lookup import lookup
 
 _GPU = ("seed", "dataset", "runtime")
 
@@ -27,9 +31,10 @@ RULES: dict[str, Rule] = {
     "train_cam": Rule("train_cam", (*_GPU, "cam")),
     "make_cam": Rule("make_cam", (*_GPU, "cam")),
     "eval_cam": Rule("eval_cam", ("dataset", "eval", "eval_cam")),
-    "tag_patches": Rule("tag_patches", ("seed", "dataset", "seco")),
+    # seco.infer is infer_seco's alone: a cache-format change must not retag or retrain.
+    "tag_patches": Rule("tag_patches", ("seed", "dataset", "seco", "-seco.infer")),
     "train_csd": Rule("train_csd", (*_GPU, "cam", "csd", "masks.methods.baseline")),
-    "train_seco": Rule("train_seco", (*_GPU, "seco")),
+    "train_seco": Rule("train_seco", (*_GPU, "seco", "-seco.infer")),
     "infer_seco": Rule("infer_seco", (*_GPU, "seco")),
     "eval_seco": Rule("eval_seco", ("dataset", "eval")),
     "export_masks": Rule("export_masks", ("dataset", "masks")),
@@ -55,28 +60,29 @@ RULES: dict[str, Rule] = {
 }
 
 
-def lookup(config: dict, dotted: str, default=None):
-    """`config["a"]["b"]` for "a.b", or `default` where a key on the way is missing."""
-    node = config
-    for key in dotted.split("."):
-        if not isinstance(node, dict) or key not in node:
-            return default
-        node = node[key]
-    return node
-
-
 def config_slice(config: dict, sections: tuple[str, ...]) -> dict:
-    """The part of `config` under `sections`; a dotted section keeps only that sub-tree, and
-    "*" is the whole config."""
+    """The part of `config` under `sections`; a dotted section keeps only that sub-tree, "-a.b"
+    drops the sub-tree a.b from what the others kept, and "*" is the whole config."""
     if "*" in sections:
         return dict(config)
     out: dict = {}
-    for section in sections:
+    for section in (s for s in sections if not s.startswith("-")):
         *parents, leaf = section.split(".")
         dst = out
         for key in parents:
             dst = dst.setdefault(key, {})
         dst[leaf] = lookup(config, section)
+    for section in (s[1:] for s in sections if s.startswith("-")):
+        *parents, leaf = section.split(".")
+        parent = lookup(out, ".".join(parents)) if parents else out
+        if not isinstance(parent, dict) or leaf not in parent:
+            continue
+        # copy the path down to the dropped key: the kept sub-trees are the caller's own dicts
+        dst = out
+        for key in parents:
+            dst[key] = dict(dst[key])
+            dst = dst[key]
+        del dst[leaf]
     return out
 
 

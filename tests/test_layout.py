@@ -56,3 +56,27 @@ def test_label_constants_are_defined_once():
                     isinstance(t, ast.Name) and t.id in ("IGNORE_INDEX", "UNCERTAIN") for t in node.targets):
                 hits.append(path.relative_to(ROOT).as_posix())
     assert sorted(hits) == ["data/labels.py", "data/labels.py"], hits
+
+
+def test_no_stage_code_hash_includes_the_rule_table():
+    from pipeline.provenance import dependency_files
+
+    for path in sorted(STAGES.glob("*.py")):
+        if path.name == "__init__.py":
+            continue
+        files = {f.relative_to(ROOT).as_posix() for f in dependency_files(f"pipeline.stages.{path.stem}", ROOT)}
+        assert "rules.py" not in files, f"{path.name} imports pipeline.rules: editing the rule table would rerun it"
+
+
+def test_config_slice_keeps_sections_and_drops_excluded_subtrees():
+    from pipeline.rules import config_slice, stage_cfg
+
+    cfg = {"seed": 1, "seco": {"lr": 0.1, "infer": {"logits_stride": 4}}, "masks": {"methods": {"a": 1, "b": 2}}}
+    assert config_slice(cfg, ("seed", "masks.methods.a")) == {"seed": 1, "masks": {"methods": {"a": 1}}}
+    assert config_slice(cfg, ("seco", "-seco.infer")) == {"seco": {"lr": 0.1}}
+    assert cfg["seco"]["infer"] == {"logits_stride": 4}, "the caller's config must stay whole"
+    assert config_slice(cfg, ("seed", "-seco.infer")) == {"seed": 1}
+    # SeCo's inference cache format is infer_seco's alone: changing it reruns only that stage
+    changed = {**cfg, "seco": {**cfg["seco"], "infer": {"logits_stride": 3}}}
+    for rule, same in (("train_seco", True), ("tag_patches", True), ("infer_seco", False)):
+        assert (stage_cfg(cfg, rule) == stage_cfg(changed, rule)) is same, rule

@@ -15,7 +15,7 @@ from pipeline.data.index import build_index
 from pipeline.errors import cli_entry
 from pipeline.io.atomic import write_text_atomic
 from pipeline.io.h5store import code_version, config_hash
-from pipeline.rules import lookup
+from pipeline.config_lookup import lookup
 
 BATCH_KEYS = ("cam.batch_size", "seco.batch_size", "deeplab.batch_size")
 
