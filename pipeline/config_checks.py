@@ -6,8 +6,8 @@ bad config fails before any job starts, naming the key. Types, enums and ranges 
 
 from __future__ import annotations
 
-from pipeline.errors import PipelineError
 from pipeline.config_lookup import lookup
+from pipeline.errors import PipelineError
 
 CAM_METHODS = ("baseline", "csd")
 MCT_METHODS = ("mctformer", "mctformer_csd")  # MCTformer-V2's maps (make_cam_mctformer)

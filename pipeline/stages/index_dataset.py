@@ -10,12 +10,12 @@ from __future__ import annotations
 import json
 
 from pipeline.cli import parse_cfg, require, setup_logging, stage_parser
+from pipeline.config_lookup import lookup
 from pipeline.data import open_dataset
 from pipeline.data.index import build_index
 from pipeline.errors import cli_entry
 from pipeline.io.atomic import write_text_atomic
 from pipeline.io.h5store import code_version, config_hash
-from pipeline.config_lookup import lookup
 
 BATCH_KEYS = ("cam.batch_size", "seco.batch_size", "deeplab.batch_size")
 
