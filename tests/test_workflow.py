@@ -191,7 +191,9 @@ def test_benchmark_document_from_finished_run(tiny_run, tmp_path):
                         "--workdir", str(bench), "--out", str(out), "--crf-repeats", "1", "--cache-images", "4"],
                        capture_output=True, text=True, cwd=REPO, env=tool_env())
     assert p.returncode == 0, p.stderr[-3000:]
-    figures = json.loads((bench / "bench.json").read_text())["presets"][cfg.stem]
+    recorded = tmp_path / "bench.json"  # beside the document
+    figures = json.loads(recorded.read_text())["presets"][cfg.stem]
+    assert figures["provenance"]["command"].startswith("python -m pipeline.bench.run --preset")
     assert figures["noop"]["jobs"] == 0
     assert set(figures["crf"]["images_per_s"]) == {"1", "2"} and all(v > 0 for v in figures["crf"]["images_per_s"].values())
     assert figures["cam_cache"]["images"] == 4 and abs(figures["cam_cache"]["cache_minus_full"]) < 0.2
@@ -220,5 +222,20 @@ def test_benchmark_document_from_finished_run(tiny_run, tmp_path):
         dag = json.loads((work / "bench_run.json").read_text())
         assert dag["wall_s"] == 600.0 and [u["jobs"] for u in dag["updates"]] == [0]
         assert "Updated in place afterwards" in out.read_text() and "10.0 min (50 jobs)" in out.read_text()
+        # A preset recorded by an earlier sitting stays, with its own provenance line, unless --fresh.
+        figures = json.loads(recorded.read_text())
+        earlier = {**figures["presets"][cfg.stem], "provenance": {**figures["presets"][cfg.stem]["provenance"],
+                                                                   "command": "earlier command", "date": "then"}}
+        figures["presets"]["earlier"] = earlier
+        figures["preset_order"].append("earlier")
+        recorded.write_text(json.dumps(figures))
+        rerun = ["python", "-m", "pipeline.bench.run", "--preset", str(cfg), "--seeds", "0", "--no-faults",
+                 "--workdir", str(bench), "--out", str(out)]
+        subprocess.run(rerun, check=True, capture_output=True, cwd=REPO, env=tool_env())
+        text = out.read_text()
+        assert "### Quality: `earlier`" in text and "Measured by `earlier command` on then" in text
+        assert "kept the recorded figures of `earlier`" in text
+        subprocess.run([*rerun, "--fresh"], check=True, capture_output=True, cwd=REPO, env=tool_env())
+        assert "earlier" not in json.loads(recorded.read_text())["presets"] and "`earlier`" not in out.read_text()
     finally:
         (work / "bench_run.json").unlink()

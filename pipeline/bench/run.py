@@ -8,8 +8,11 @@ For each preset (`default` = config.yaml alone) and seed, the whole default DAG 
 Snakemake working directory `<workdir>/<preset>/seed<N>` (the dataset is the same for every
 seed: `synthetic.seed` is not the training seed). Then, on the first seed's run of each preset:
 a no-op rerun, CRF on 1 and 2 processes, and the compact-CAM-cache check. All figures go to
-`<workdir>/bench.json`; the document is rendered from that file alone, so `--render-only`
-rewrites it without running anything. A finished run directory is reused, not rerun (its
+`bench.json` beside the document (`docs/bench.json`, committed); the document is rendered from
+that file alone, so `--render-only` rewrites it without running anything. Presets this command
+does not run keep their recorded figures, each with the command, date and code that measured
+it, so a benchmark too long for one sitting is built preset by preset (`--fresh` drops them).
+A finished run directory is reused, not rerun (its
 `bench_run.json` records the timed run); `--force` reruns it, and `--update` brings it up to date
 incrementally after a config or code change, recording that rerun beside the first. `--remeasure cam_cache` redoes one
 measurement on the existing runs (no DAG) and renders again:
@@ -37,6 +40,7 @@ from pipeline.cli import setup_logging
 from pipeline.errors import PipelineError, cli_entry
 from pipeline.eval.metrics import write_summary
 from pipeline.io.atomic import write_text_atomic
+from pipeline.io.h5store import code_version
 
 log = logging.getLogger("pipeline.bench")
 
@@ -105,14 +109,14 @@ def bench_preset(preset: str, seeds: list[int], args: argparse.Namespace) -> dic
             # The timed full run stays the DAG's wall time; the incremental rerun is recorded beside it.
             dag = json.loads(marker.read_text())
             dag.setdefault("updates", []).append({**measure.timed_snakemake(run, path, seed, args.cores, "bench_update.log"),
-                                                  "date": time.strftime("%Y-%m-%d")})
+                                                  "date": time.strftime("%Y-%m-%d"), "code": code_version()})
             write_text_atomic(marker, json.dumps(dag, indent=1))
         elif args.render_only or (marker.exists() and not args.force):
             dag = json.loads(marker.read_text()) if marker.exists() else None
         elif args.skip_dag:
             dag = None
         else:
-            dag = measure.timed_dag(run, path, seed, args.cores)
+            dag = {**measure.timed_dag(run, path, seed, args.cores), "code": code_version()}
             write_text_atomic(marker, json.dumps(dag, indent=1))
         if not (run / "results" / "summary.json").exists():
             raise PipelineError(f"{run}: no finished DAG run (results/summary.json missing)")
@@ -151,6 +155,27 @@ def bench_preset(preset: str, seeds: list[int], args: argparse.Namespace) -> dic
     return out
 
 
+def merge_base(recorded: dict[str, Any] | None, fresh: bool) -> dict[str, Any]:
+    """The figures a run starts from: the recorded ones (every preset, GPU and SLURM figures), or none."""
+    if recorded is None or fresh:
+        return {"presets": {}, "preset_order": []}
+    base = dict(recorded)
+    base["presets"] = dict(recorded.get("presets", {}))
+    base["preset_order"] = [n for n in recorded.get("preset_order", sorted(base["presets"])) if n in base["presets"]]
+    return base
+
+
+def provenance(command: str, m: dict[str, Any], preset: dict[str, Any]) -> dict[str, str]:
+    """Which command, code and machine measured a preset: merged documents mix sittings. The code is the one
+    each seed's DAG last ran (bench_run.json); runs recorded before that was kept get the current code."""
+    codes = []
+    for seed in preset["seeds"].values():
+        dag = seed.get("dag") or {}
+        codes.append((dag.get("updates") or [dag])[-1].get("code") or code_version())
+    return {"command": command, "date": m["date"], "code": ", ".join(dict.fromkeys(codes)),
+            "machine": f"{m['cpu']}, {m['cores']} cores"}
+
+
 @cli_entry
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -177,20 +202,29 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--faults", action=argparse.BooleanOptionalAction, default=True,
                    help="fault injection on each preset's first seed (pipeline.bench.faults)")
     p.add_argument("--faults-preset", default=None, help="only this preset (by name) gets the fault injection")
+    p.add_argument("--figures", default=None,
+                   help="the recorded figures (default: bench.json beside --out, i.e. docs/bench.json)")
+    p.add_argument("--fresh", action="store_true",
+                   help="drop the recorded presets this command does not run (default: keep them)")
     args = p.parse_args(argv)
     args.skip_dag = args.skip_dag or bool(args.remeasure)
     setup_logging()
     presets = args.preset or list(DEFAULT_PRESETS)
-    bench_json = Path(args.workdir) / "bench.json"
-    if args.render_only and bench_json.exists():
-        figures = json.loads(bench_json.read_text())
+    bench_json = Path(args.figures) if args.figures else Path(args.out).with_name("bench.json")
+    recorded = collect.read_json(bench_json) if bench_json.exists() else None
+    if args.render_only and recorded is not None:
+        figures = recorded
     else:
-        figures = {"machine": machine(), "command": " ".join(["python -m pipeline.bench.run", *(sys.argv[1:] if argv is None else argv)]),
-                   "presets": {}}
+        command = " ".join(["python -m pipeline.bench.run", *(sys.argv[1:] if argv is None else argv)])
+        figures = merge_base(recorded, args.fresh)
+        figures.update(machine=machine(), command=command)
         for arg in presets:
             preset, seeds = split_preset(arg, args.seeds)
-            figures["presets"][preset_name(preset)] = bench_preset(preset, seeds, args)
-        figures["preset_order"] = list(figures["presets"])
+            name = preset_name(preset)
+            measured = bench_preset(preset, seeds, args)
+            figures["presets"][name] = {**measured, "provenance": provenance(command, figures["machine"], measured)}
+            if name not in figures["preset_order"]:
+                figures["preset_order"].append(name)
     if args.gpu_json:
         figures["gpu"] = collect.read_json(Path(args.gpu_json))
     if args.slurm_json:
