@@ -121,3 +121,19 @@ def test_both_regimes_side_by_side_stage_by_stage():
     assert "## Both regimes" not in render({"presets": {}, "preset_order": [], "machine": {
         "cpu": "x", "cores": 2, "memory_gib": 1.0, "os": "y", "python": "3", "torch": "2", "torch_threads": 2,
         "cuda": None, "date": "d"}, "command": "c"})
+
+
+def test_gap_to_the_ceiling_names_the_stage_that_loses():
+    from pipeline.bench.document import gap_section
+
+    rows = _rows(0.30, 0.40)
+    rows["seco"].update(mask_miou=0.45, mask_crf_miou=0.50)  # labels 0.50, final 0.9 of the ceiling: labels lose
+    rows["csd"].update(mask_miou=0.50, mask_crf_miou=0.80, ratio_to_ceiling=0.60)  # good labels, final loses
+    figures = {"presets": {"pretrained": {"seeds": {"0": _seed(rows, 600.0, False)}},
+                           "tiny": {"seeds": {"0": _seed(rows, 60.0, False)}}},
+               "preset_order": ["pretrained", "tiny"]}
+    text = "\n".join(gap_section(figures))
+    assert "`pretrained`" in text and "`tiny`" not in text  # smoke presets have no gap worth reading
+    assert "| seco | 0.500 | 0.450 | 0.500 | 0.500 | 0.900 | 0.100 | labels |" in text
+    assert "| csd | 0.400 | 0.500 | 0.800 | 0.200 | 0.600 | 0.400 | final stage |" in text
+    assert "| gt |" not in text

@@ -477,6 +477,35 @@ def provenance_line(p: dict) -> list[str]:
     return [f"Measured by `{src['command']}` on {src['date']}, code {src['code']}, {src['machine']}.", ""]
 
 
+def gap_section(figures: dict) -> list[str]:
+    """Where each method's gap to the GT-trained ceiling arises: in its training labels (seed -> mask ->
+    CRF, which GT masks score 1.0 on) or in the final DeepLab stage trained on them."""
+    out: list[str] = []
+    for name, p in _presets(figures):
+        if name in SMOKE_PRESETS or "gt" not in methods_of(p):
+            continue
+        out += [f"### Gap to the ceiling: `{name}`", "",
+                "labels = the masks after the CRF that DeepLab trains on (mIoU on the training images, where GT "
+                "masks score 1.0); ÷ceiling = final+CRF over the DeepLab trained on GT. Shortfall = 1 − the value. "
+                "Where the labels' shortfall is the larger, the loss is in the labels (seed → mask → CRF) and the "
+                "final stage recovers part of it; otherwise the final stage loses beyond its labels. Means over seeds.", ""]
+        rows = []
+        for m in methods_of(p):
+            if m == "gt":
+                continue
+            v = {k: _mean([s["quality"]["rows"][m].get(k) for s in _seeds(p)])
+                 for k in ("seed_miou", "mask_miou", "mask_crf_miou", "ratio_to_ceiling")}
+            labels, ratio = v["mask_crf_miou"], v["ratio_to_ceiling"]
+            where = "–" if labels is None or ratio is None else (
+                "labels" if 1 - labels > 1 - ratio else "final stage")
+            rows.append([m, _fmt(v["seed_miou"], 3), _fmt(v["mask_miou"], 3), _fmt(labels, 3),
+                         _fmt(None if labels is None else 1 - labels, 3), _fmt(ratio, 3),
+                         _fmt(None if ratio is None else 1 - ratio, 3), where])
+        out += _table(["method", "seed", "mask", "labels (mask+CRF)", "labels' shortfall", "÷ceiling",
+                       "final shortfall", "larger loss in"], rows)
+    return out
+
+
 def render(figures: dict) -> str:
     m = figures["machine"]
     out = ["# Benchmarks", "",
@@ -493,6 +522,9 @@ def render(figures: dict) -> str:
     regimes = regime_section(figures)
     if regimes:
         out += ["## Both regimes", "", *regimes]
+    gaps = gap_section(figures)
+    if gaps:
+        out += ["## Gap to the ceiling", "", *gaps]
     out += ["## Speed", ""]
     for name, p in _presets(figures):
         out += speed_section(name, p)
