@@ -137,3 +137,26 @@ def test_gap_to_the_ceiling_names_the_stage_that_loses():
     assert "| seco | 0.500 | 0.450 | 0.500 | 0.500 | 0.900 | 0.100 | labels |" in text
     assert "| csd | 0.400 | 0.500 | 0.800 | 0.200 | 0.600 | 0.400 | final stage |" in text
     assert "| gt |" not in text
+
+
+def test_render_only_needs_recorded_figures(tmp_path, capsys):
+    from pipeline.bench.run import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--render-only", "--out", str(tmp_path / "BENCHMARKS.md")])
+    assert exc.value.code == 2 and str(tmp_path / "bench.json") in capsys.readouterr().err
+    assert not (tmp_path / "BENCHMARKS.md").exists()
+
+
+def test_figures_recorded_before_provenance_keep_their_command():
+    from pipeline.bench.run import merge_base
+
+    recorded = {"command": "python -m pipeline.bench.run --preset default", "machine": {"date": "2026-11-29", "cpu": "x",
+                "cores": 2}, "presets": {"default": {"seeds": {}}, "tiny": {"seeds": {}, "provenance": {"command": "t"}}},
+                "preset_order": ["tiny", "default", "gone"], "slurm": {"runs": []}}
+    base = merge_base(recorded, fresh=False)
+    assert base["presets"]["default"]["provenance"]["command"] == recorded["command"]
+    assert base["presets"]["default"]["provenance"]["code"] == "unknown"
+    assert base["presets"]["tiny"]["provenance"] == {"command": "t"}
+    assert base["preset_order"] == ["tiny", "default"] and base["slurm"] == {"runs": []}
+    assert merge_base(recorded, fresh=True) == {"presets": {}, "preset_order": []}

@@ -105,18 +105,19 @@ def bench_preset(preset: str, seeds: list[int], args: argparse.Namespace) -> dic
     for seed in seeds:
         run = root / f"seed{seed}"
         marker = run / "bench_run.json"
-        if args.update and marker.exists() and not args.render_only:
+        if args.update and marker.exists():
             # The timed full run stays the DAG's wall time; the incremental rerun is recorded beside it.
             dag = json.loads(marker.read_text())
             dag.setdefault("updates", []).append({**measure.timed_snakemake(run, path, seed, args.cores, "bench_update.log"),
                                                   "date": time.strftime("%Y-%m-%d"), "code": code_version()})
             write_text_atomic(marker, json.dumps(dag, indent=1))
-        elif args.render_only or (marker.exists() and not args.force):
-            dag = json.loads(marker.read_text()) if marker.exists() else None
+        elif marker.exists() and not args.force:
+            dag = json.loads(marker.read_text())
         elif args.skip_dag:
             dag = None
         else:
-            dag = {**measure.timed_dag(run, path, seed, args.cores), "code": code_version()}
+            dag = {**measure.timed_dag(run, path, seed, args.cores), "code": code_version(),
+                   "date": time.strftime("%Y-%m-%d %H:%M %Z")}
             write_text_atomic(marker, json.dumps(dag, indent=1))
         if not (run / "results" / "summary.json").exists():
             raise PipelineError(f"{run}: no finished DAG run (results/summary.json missing)")
@@ -130,9 +131,9 @@ def bench_preset(preset: str, seeds: list[int], args: argparse.Namespace) -> dic
         "crf": lambda: measure.crf_processes(first, cfg, "baseline", [1, 2], args.crf_repeats, args.crf_images),
         "cam_cache": lambda: measure.cam_cache_fidelity(first, cfg, "baseline", args.cache_images),
     }
-    if args.render_only or (measured.exists() and not args.force):
-        extra = json.loads(measured.read_text()) if measured.exists() else {}
-        if args.remeasure and not args.render_only:
+    if measured.exists() and not args.force:
+        extra = json.loads(measured.read_text())
+        if args.remeasure:
             # only the named measurements again, on the run directory as it is; the others are kept
             extra.update({k: measurements[k]() for k in args.remeasure})
             write_text_atomic(measured, json.dumps(extra, indent=1))
@@ -141,7 +142,7 @@ def bench_preset(preset: str, seeds: list[int], args: argparse.Namespace) -> dic
         write_text_atomic(measured, json.dumps(extra, indent=1))
     faults_json = root / "faults" / "faults.json"
     wanted = args.faults and (args.faults_preset is None or args.faults_preset == name)
-    if wanted and not args.render_only and not args.skip_dag and (args.force or not faults_json.exists()):
+    if wanted and not args.skip_dag and (args.force or not faults_json.exists()):
         # The same preset and seed, killed 12 times and rerun, against the first seed's run.
         shutil.rmtree(root / "faults", ignore_errors=True)
         (root / "faults").mkdir(parents=True)
@@ -160,19 +161,26 @@ def merge_base(recorded: dict[str, Any] | None, fresh: bool) -> dict[str, Any]:
     if recorded is None or fresh:
         return {"presets": {}, "preset_order": []}
     base = dict(recorded)
-    base["presets"] = dict(recorded.get("presets", {}))
+    m = recorded.get("machine", {})
+    # Figures recorded before presets carried their provenance: the file's own command and date.
+    earlier = {"command": recorded.get("command", "unknown"), "date": m.get("date", "unknown"), "code": "unknown",
+               "machine": f"{m.get('cpu', 'unknown')}, {m.get('cores', '?')} cores"}
+    base["presets"] = {name: {"provenance": earlier, **p} for name, p in recorded.get("presets", {}).items()}
     base["preset_order"] = [n for n in recorded.get("preset_order", sorted(base["presets"])) if n in base["presets"]]
     return base
 
 
 def provenance(command: str, m: dict[str, Any], preset: dict[str, Any]) -> dict[str, str]:
-    """Which command, code and machine measured a preset: merged documents mix sittings. The code is the one
-    each seed's DAG last ran (bench_run.json); runs recorded before that was kept get the current code."""
-    codes = []
+    """Which command, code and date measured a preset: merged documents mix sittings. Code and date are
+    those of each seed's last DAG run (bench_run.json: the timed run or its last `--update`), so reused
+    runs keep theirs; the machine is this command's (the measurements on the first seed run here)."""
+    codes, dates = [], []
     for seed in preset["seeds"].values():
         dag = seed.get("dag") or {}
-        codes.append((dag.get("updates") or [dag])[-1].get("code") or code_version())
-    return {"command": command, "date": m["date"], "code": ", ".join(dict.fromkeys(codes)),
+        last = (dag.get("updates") or [dag])[-1]
+        codes.append(last.get("code") or "unknown")
+        dates.append(last.get("date") or m["date"])
+    return {"command": command, "date": ", ".join(dict.fromkeys(dates)), "code": ", ".join(dict.fromkeys(codes)),
             "machine": f"{m['cpu']}, {m['cores']} cores"}
 
 
@@ -205,14 +213,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--figures", default=None,
                    help="the recorded figures (default: bench.json beside --out, i.e. docs/bench.json)")
     p.add_argument("--fresh", action="store_true",
-                   help="drop the recorded presets this command does not run (default: keep them)")
+                   help="start anew: drop every recorded figure (presets this command does not run, GPU, SLURM; "
+                   "default: keep them)")
     args = p.parse_args(argv)
     args.skip_dag = args.skip_dag or bool(args.remeasure)
     setup_logging()
     presets = args.preset or list(DEFAULT_PRESETS)
     bench_json = Path(args.figures) if args.figures else Path(args.out).with_name("bench.json")
     recorded = collect.read_json(bench_json) if bench_json.exists() else None
-    if args.render_only and recorded is not None:
+    if args.render_only:
+        if recorded is None:
+            raise PipelineError(f"--render-only: no recorded figures {bench_json} (run the benchmark first, or --figures)")
         figures = recorded
     else:
         command = " ".join(["python -m pipeline.bench.run", *(sys.argv[1:] if argv is None else argv)])
