@@ -232,3 +232,26 @@ def test_artifacts_honour_the_umask(tmp_path):
         os.umask(old)
     assert (tmp_path / "index.json").stat().st_mode & 0o777 == 0o644
     assert (tmp_path / "pred_png").stat().st_mode & 0o777 == 0o755
+
+
+def test_a_killed_writer_not_yet_reaped_leaves_stale_temporaries(tmp_path):
+    """A SIGKILLed writer stays a zombie until reaped (a killed Snakemake's orphans wait for PID 1):
+    it writes nothing more, so the next write removes its temporary."""
+    import signal
+
+    from pipeline.io.atomic import _HOST
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        child.send_signal(signal.SIGKILL)
+        stat = Path(f"/proc/{child.pid}/stat")
+        for _ in range(500):  # not waited for: a zombie until reaped
+            if stat.read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                break
+            time.sleep(0.01)
+        tmp = tmp_path / f".cams.h5.tmp-{_HOST}-{child.pid}-zz9"
+        tmp.write_text("partial")
+        write_text_atomic(tmp_path / "cams.h5", "done")
+        assert not tmp.exists()
+    finally:
+        child.wait()

@@ -40,7 +40,12 @@ def _alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    # A SIGKILLed writer stays a zombie until its new parent reaps it, and a container's PID 1 may
+    # take its time: a zombie writes nothing more, so its temporaries are stale.
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 def remove_stale_temporaries(final: Path) -> list[Path]:
