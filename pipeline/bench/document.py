@@ -496,8 +496,8 @@ def gap_section(figures: dict) -> list[str]:
             v = {k: _mean([s["quality"]["rows"][m].get(k) for s in _seeds(p)])
                  for k in ("seed_miou", "mask_miou", "mask_crf_miou", "ratio_to_ceiling")}
             labels, ratio = v["mask_crf_miou"], v["ratio_to_ceiling"]
-            where = "–" if labels is None or ratio is None else (
-                "labels" if 1 - labels > 1 - ratio else "final stage")
+            # the larger shortfall (1 - value) is the smaller value
+            where = "–" if labels is None or ratio is None else "labels" if labels < ratio else "final stage"
             rows.append([m, _fmt(v["seed_miou"], 3), _fmt(v["mask_miou"], 3), _fmt(labels, 3),
                          _fmt(None if labels is None else 1 - labels, 3), _fmt(ratio, 3),
                          _fmt(None if ratio is None else 1 - ratio, 3), where])

@@ -19,6 +19,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from pipeline.io.atomic import pid_alive
+
 PACKAGES = ["slurm-wlm", "slurmctld", "slurmd", "slurm-client", "munge"]
 
 
@@ -162,9 +164,7 @@ PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP
                 continue
             deadline = time.monotonic() + 10
             while time.monotonic() < deadline:
-                try:
-                    os.kill(pid, 0)
-                except ProcessLookupError:
+                if not pid_alive(pid):
                     break
                 time.sleep(0.1)
             else:

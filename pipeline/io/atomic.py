@@ -33,7 +33,8 @@ def _umask() -> int:
     return mask
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` on this host can still act: exists, and is not a zombie."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -55,7 +56,7 @@ def remove_stale_temporaries(final: Path) -> list[Path]:
     tagged = re.compile(rf"^\.{re.escape(final.name)}\.tmp-(?P<host>.+)-(?P<pid>\d+)-[^-]+$")
     for tmp in final.parent.glob(f".{final.name}.tmp-*"):
         m = tagged.match(tmp.name)
-        if m and (m["host"] != _HOST or _alive(int(m["pid"]))):
+        if m and (m["host"] != _HOST or pid_alive(int(m["pid"]))):
             continue
         if tmp.is_dir() and not tmp.is_symlink():
             shutil.rmtree(tmp, ignore_errors=True)
