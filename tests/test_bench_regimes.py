@@ -139,6 +139,41 @@ def test_gap_to_the_ceiling_names_the_stage_that_loses():
     assert "| gt |" not in text
 
 
+def test_context_false_activation_is_read_stage_by_stage(tmp_path):
+    res = tmp_path / "results"
+    (res / "masks" / "baseline").mkdir(parents=True)
+    (res / "deeplab" / "baseline").mkdir(parents=True)
+    (res / "masks" / "baseline" / "eval_masks.json").write_text(json.dumps(
+        {"raw": {"context_false_activation_mean": 0.3}, "crf": {"context_false_activation_mean": 0.2}}))
+    (res / "deeplab" / "baseline" / "eval_deeplab.json").write_text(json.dumps(
+        {"val": {"crf": {"context_false_activation_mean": 0.4}},
+         "decoupled": {"crf": {"context_false_activation_mean": 0.05}}}))
+    rows = {"baseline": {"context_fa_seed": 0.25}, "seco": {"context_fa_seed": 0.1}, "gt": {}}
+    by = collect.context_by_stage(tmp_path, rows)
+    assert by["baseline"] == {"seed": 0.25, "mask": 0.3, "mask_crf": 0.2, "final_val": 0.4, "final_decoupled": 0.05}
+    # a method whose stages have not written their figures, and no row for the GT masks
+    assert by["seco"] == {"seed": 0.1, "mask": None, "mask_crf": None, "final_val": None, "final_decoupled": None}
+    assert "gt" not in by
+
+
+def test_context_section_separates_spread_from_context_alone():
+    from pipeline.bench.document import context_section
+
+    def seed(val: float, dec: float) -> dict:
+        by = {"baseline": {"seed": 0.25, "mask": 0.3, "mask_crf": 0.2, "final_val": val, "final_decoupled": dec}}
+        return {"quality": {"methods": ["baseline"], "rows": {"baseline": {}}, "context_by_stage": by}}
+
+    figures = {"presets": {"pretrained": {"seeds": {"0": seed(0.4, 0.02), "1": seed(0.5, 0.04)}},
+                           "old": {"seeds": {"0": {"quality": {"methods": ["baseline"], "rows": {"baseline": {}}}}}}},
+               "preset_order": ["pretrained", "old"]}
+    text = "\n".join(context_section(figures))
+    assert "`old`" not in text  # recorded before the figure existed: no section, no error
+    assert "| baseline | 0.250 ± 0.000 | 0.300 ± 0.000 | 0.200 ± 0.000 | 0.450 ± 0.071 | 0.030 ± 0.014 |" in text
+    assert "0.450 of the context pixels beside their object" in text and "rather than firing on" in text
+    figures["presets"]["pretrained"]["seeds"] = {"0": seed(0.4, 0.35)}
+    assert "rather than firing on" not in "\n".join(context_section(figures))
+
+
 def test_render_only_needs_recorded_figures(tmp_path, capsys):
     from pipeline.bench.run import main
 

@@ -126,6 +126,36 @@ def quality(run: Path) -> dict[str, Any]:
     seco_infer = run / "results" / "seco" / "infer_metrics.json"
     if seco_infer.exists():
         out["seco_cache"] = read_json(seco_infer)
+    out["context_by_stage"] = context_by_stage(run, out["rows"])
+    return out
+
+
+# Where the context false activation of each method arises: its seeds, its masks before and after
+# the CRF (training images, context beside its object), the final DeepLab on val (the same), and on
+# the decoupled split (the context without its object).
+CONTEXT_STAGES = ("seed", "mask", "mask_crf", "final_val", "final_decoupled")
+
+
+def context_by_stage(run: Path, rows: dict[str, dict]) -> dict[str, dict[str, float | None]]:
+    """Mean context false activation per method and stage (CONTEXT_STAGES), from the evaluation JSON
+    the stages wrote; None where a stage has no such figure (the GT masks, a method without masks)."""
+    res = run / "results"
+    out = {}
+    for m, row in rows.items():
+        if m == "gt":
+            continue
+        masks = res / "masks" / m / "eval_masks.json"
+        final = res / "deeplab" / m / "eval_deeplab.json"
+        mk = read_json(masks) if masks.exists() else {}
+        dl = read_json(final) if final.exists() else {}
+
+        def fa(d: dict, *keys: str) -> float | None:
+            for k in keys:
+                d = d.get(k) or {}
+            return d.get("context_false_activation_mean")
+
+        out[m] = {"seed": row.get("context_fa_seed"), "mask": fa(mk, "raw"), "mask_crf": fa(mk, "crf"),
+                  "final_val": fa(dl, "val", "crf"), "final_decoupled": fa(dl, "decoupled", "crf")}
     return out
 
 
