@@ -14,8 +14,7 @@ IRN's random walk: the `irn` section and `masks.methods.{baseline,csd}.refine`; 
 MCTformer: `irn.psa` and `masks.methods.mctformer.refine` (random_walk in voc12 and coco14). CSD on
 MCTformer: the `mctformer_csd` section, `eval_cam.bg_threshold.mctformer_csd` and, in these three
 presets, `masks.methods.mctformer_csd`. The `pretrain` section (configs/pretrained.yaml's pretraining;
-unused by these presets), its corpus without the WSSS classes since (`pretrain.corpus.wsss_classes`
-false); `deeplab.class_balance` (default 0, kazuto's plain loss).
+unused by these presets); `deeplab.class_balance` (default 0, kazuto's plain loss).
 """
 
 from __future__ import annotations

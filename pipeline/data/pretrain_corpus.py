@@ -4,11 +4,9 @@ The papers fine-tune ImageNet-pretrained backbones; these machines have no Image
 its stand-in as a *transfer* task, not the target task: single-label classification of one dominant
 object per image over many more classes than the WSSS ten.
 
-  * Classes: `num_new_classes` procedural shape/texture classes, each a random silhouette of
-    primitives with its own hue, texture family, aspect and colour ranges
-    (`pipeline.data.shapes.ClassStyle`), and, with `wsss_classes`, the ten WSSS classes first (as
-    VOC's classes appear in ImageNet). config.yaml leaves those out: with them the pretraining
-    learnt the target's objects and the context bias the methods address vanished.
+  * Classes: the ten WSSS classes (as VOC's classes appear in ImageNet) plus `num_new_classes`
+    procedural shape/texture classes (the majority), each a random silhouette of primitives with
+    its own hue, texture family, aspect and colour ranges (`pipeline.data.shapes.ClassStyle`).
   * Context correlation is kept, as in natural photos: boat keeps water, train rail, horse grass,
     and a share `context_fraction` of the new classes get one of the same three contexts as their
     usual one. An image of a class with a context shows it with probability `p_context`; any
