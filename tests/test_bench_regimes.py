@@ -50,6 +50,18 @@ def test_pretraining_figures_come_from_the_cache(tmp_path, monkeypatch):
     (folder / cache.EVAL).write_text(json.dumps({"top1": 0.7, "top5": 0.95, "num_classes": 40, "iterations": 10}))
     rec = collect.pretraining(copy.deepcopy(cfg))[name]
     assert rec["seconds"] == 42.5 and rec["top1"] == 0.7 and rec["num_classes"] == 40
+    # A run made by older code loaded the weights of that code's key: its training logs say which.
+    older = tmp_path / "resnet18-0123456789ab"
+    (older / cache.RUN).mkdir(parents=True)
+    (older / cache.EVAL).write_text(json.dumps({"top1": 0.6, "top5": 0.9, "num_classes": 40, "iterations": 10}))
+    run = tmp_path / "run"
+    (run / "logs" / "train_cam").mkdir(parents=True)
+    (run / "logs" / "train_cam" / "baseline.log").write_text(
+        f"x timm.models._builder INFO Loading pretrained weights from file ({older / 'model.safetensors'})\n")
+    figures = collect.pretraining(copy.deepcopy(cfg), run)
+    assert figures[older.name]["top1"] == 0.6 and set(figures[older.name]["sections"]) == {"cam", "deeplab"}
+    assert name not in figures
+    assert name in collect.pretraining(copy.deepcopy(cfg), tmp_path / "no-logs")  # no logs: today's key
 
 
 def _seed(rows: dict, wall: float, pretrained_here: bool) -> dict:

@@ -159,10 +159,26 @@ def context_by_stage(run: Path, rows: dict[str, dict]) -> dict[str, dict[str, fl
     return out
 
 
-def pretraining(cfg: dict) -> dict[str, dict[str, Any]]:
+# timm's line when a training stage loads `pretrained: <file>` (pipeline.models factory).
+_LOADED = re.compile(r"Loading pretrained weights from file \((.+?)\)")
+
+
+def loaded_weights(run: Path, section: str) -> Path | None:
+    """The weight file the run's `train_<section>` jobs loaded, from their logs; None if none did."""
+    logs = run / "logs" / f"train_{section}"
+    for log in sorted(logs.rglob("*.log")) if logs.is_dir() else []:
+        m = _LOADED.search(log.read_text(errors="replace"))
+        if m:
+            return Path(m.group(1))
+    return None
+
+
+def pretraining(cfg: dict, run: Path | None = None) -> dict[str, dict[str, Any]]:
     """Per pretraining job the config asks for (`pretrained: pretrain`): its held-out accuracy on the
     corpus and its training seconds, read from the shared cache (the job may have run in another run
-    directory, or in none of this benchmark's). {} in the from-scratch regime."""
+    directory, or in none of this benchmark's). The cache folder is the one `run`'s training logs
+    name when they do: a run made by older code used the weights of that code's cache key, which
+    today's resolution no longer gives. {} in the from-scratch regime."""
     import copy
 
     from pipeline.bench.measure import REPO
@@ -172,8 +188,9 @@ def pretraining(cfg: dict) -> dict[str, dict[str, Any]]:
     codes = [stage_code_hash(f"pipeline.stages.{m}", str(REPO / "pipeline")) for m in ("make_pretrain_corpus", "pretrain")]
     jobs = cache.resolve(copy.deepcopy(cfg), REPO, *codes)
     out: dict[str, dict[str, Any]] = {}
-    for name, job in jobs.items():
-        folder = Path(job["weights"]).parent
+    for job in jobs.values():
+        used = [w for w in (loaded_weights(run, s) for s in job["sections"]) if w] if run else []
+        folder = used[0].parent if used else Path(job["weights"]).parent
         rec: dict[str, Any] = {"sections": job["sections"], "seconds": None, "top1": None, "top5": None}
         metrics = folder / cache.RUN / "metrics.csv"
         if metrics.exists():
@@ -184,5 +201,5 @@ def pretraining(cfg: dict) -> dict[str, dict[str, Any]]:
             ev = read_json(folder / cache.EVAL)
             rec.update(top1=ev.get("top1"), top5=ev.get("top5"), num_classes=ev.get("num_classes"),
                        iterations=ev.get("iterations"))
-        out[name] = rec
+        out[folder.name] = rec
     return out

@@ -152,7 +152,7 @@ def bench_preset(preset: str, seeds: list[int], args: argparse.Namespace) -> dic
         out["faults"] = json.loads(faults_json.read_text())
     out.update(extra)
     out["storage"] = collect.storage(first)
-    out["pretraining"] = collect.pretraining(cfg)
+    out["pretraining"] = collect.pretraining(cfg, first)
     return out
 
 
