@@ -136,6 +136,13 @@ def quality(run: Path) -> dict[str, Any]:
 CONTEXT_STAGES = ("seed", "mask", "mask_crf", "final_val", "final_decoupled")
 
 
+def _context_fa(evaluation: dict, *keys: str) -> float | None:
+    """The mean context false activation under `keys` of an evaluation JSON ({} when it is absent)."""
+    for k in keys:
+        evaluation = evaluation.get(k) or {}
+    return evaluation.get("context_false_activation_mean")
+
+
 def context_by_stage(run: Path, rows: dict[str, dict]) -> dict[str, dict[str, float | None]]:
     """Mean context false activation per method and stage (CONTEXT_STAGES), from the evaluation JSON
     the stages wrote; None where a stage has no such figure (the GT masks, a method without masks)."""
@@ -148,14 +155,8 @@ def context_by_stage(run: Path, rows: dict[str, dict]) -> dict[str, dict[str, fl
         final = res / "deeplab" / m / "eval_deeplab.json"
         mk = read_json(masks) if masks.exists() else {}
         dl = read_json(final) if final.exists() else {}
-
-        def fa(d: dict, *keys: str) -> float | None:
-            for k in keys:
-                d = d.get(k) or {}
-            return d.get("context_false_activation_mean")
-
-        out[m] = {"seed": row.get("context_fa_seed"), "mask": fa(mk, "raw"), "mask_crf": fa(mk, "crf"),
-                  "final_val": fa(dl, "val", "crf"), "final_decoupled": fa(dl, "decoupled", "crf")}
+        out[m] = dict(zip(CONTEXT_STAGES, (row.get("context_fa_seed"), _context_fa(mk, "raw"), _context_fa(mk, "crf"),
+                                           _context_fa(dl, "val", "crf"), _context_fa(dl, "decoupled", "crf")), strict=True))
     return out
 
 
@@ -189,8 +190,8 @@ def pretraining(cfg: dict, run: Path | None = None) -> dict[str, dict[str, Any]]
     jobs = cache.resolve(copy.deepcopy(cfg), REPO, *codes)
     out: dict[str, dict[str, Any]] = {}
     for job in jobs.values():
-        used = [w for w in (loaded_weights(run, s) for s in job["sections"]) if w] if run else []
-        folder = used[0].parent if used else Path(job["weights"]).parent
+        used = next((w for s in job["sections"] if (w := loaded_weights(run, s))), None) if run else None
+        folder = (used or Path(job["weights"])).parent
         rec: dict[str, Any] = {"sections": job["sections"], "seconds": None, "top1": None, "top5": None}
         metrics = folder / cache.RUN / "metrics.csv"
         if metrics.exists():

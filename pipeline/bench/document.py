@@ -7,6 +7,8 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from pipeline.bench.collect import CONTEXT_STAGES
+
 QUALITY = (("seed_miou", "seed"), ("mask_miou", "mask"), ("mask_crf_miou", "mask+CRF"),
            ("mask_rw_miou", "mask RW"), ("val_miou", "final"),
            ("val_crf_miou", "final+CRF"), ("ratio_to_ceiling", "÷ceiling"), ("cooc_seed", "co-occ. seed"),
@@ -506,8 +508,8 @@ def gap_section(figures: dict) -> list[str]:
     return out
 
 
-CONTEXT_LABELS = {"seed": "seed", "mask": "mask", "mask_crf": "mask+CRF", "final_val": "final+CRF val",
-                  "final_decoupled": "final+CRF decoupled"}
+CONTEXT_LABELS = dict(zip(CONTEXT_STAGES, ("seed", "mask", "mask+CRF", "final+CRF val", "final+CRF decoupled"),
+                          strict=True))
 
 
 def context_section(figures: dict) -> list[str]:
